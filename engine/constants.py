@@ -1,0 +1,12 @@
+"""Names shared by the engine, the migrations and the tooling: table names,
+NOTIFY channels and the default database URL, kept in one place.
+"""
+
+from __future__ import annotations
+
+EVENTS_TABLE = "task_events"
+EVENTS_UNIQUE_CONSTRAINT = "task_events_task_id_version_key"
+NOTIFY_CHANNEL = "taskengine_events"
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///taskengine.db"
+DATABASE_URL_ENV = "TASKENGINE_DATABASE_URL"
+LOGGER_NAME = "engine"

@@ -1,0 +1,40 @@
+"""Database URL helpers: normalise drivers and hide passwords."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+__all__ = ["async_url", "backend_of", "safe_url", "sync_url"]
+
+
+def backend_of(url: str) -> str:
+    """``"sqlite"``, ``"postgresql"`` or ``"memory"`` for a store URL."""
+    if url.startswith("memory:"):
+        return "memory"
+    return sa.engine.make_url(url).get_backend_name()
+
+
+def async_url(url: str) -> str:
+    """The URL with the async driver we use for its backend."""
+    parsed = sa.engine.make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        parsed = parsed.set(drivername="sqlite+aiosqlite")
+    elif backend == "postgresql":
+        parsed = parsed.set(drivername="postgresql+asyncpg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def sync_url(url: str) -> str:
+    """The URL with the stdlib sqlite3 driver (SQLite only)."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        parsed = parsed.set(drivername="sqlite")
+    return parsed.render_as_string(hide_password=False)
+
+
+def safe_url(url: str) -> str:
+    """The URL with its password masked, for logs and messages."""
+    if url.startswith("memory:"):
+        return url
+    return sa.engine.make_url(url).render_as_string(hide_password=True)

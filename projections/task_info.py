@@ -1,0 +1,213 @@
+"""The ``TaskInfo`` read model and the pure fold that builds it from events.
+
+``apply(info, event)`` never mutates: it returns a new :class:`TaskInfo`.
+This module imports only :mod:`engine.events` (DESIGN.md's dependency rule).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from engine.events import EventType, TaskEvent
+
+__all__ = ["TaskInfo", "TaskStatus", "apply", "fold"]
+
+
+class TaskStatus(enum.StrEnum):
+    """Where a task stands; the values are the strings users compare with."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINISHED = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+
+
+class TaskInfo(BaseModel):
+    """What is known of one task, folded from its events.
+
+    Times are timezone-aware UTC. ``version`` is the last event folded in.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    status: TaskStatus
+    created_at: dt.datetime
+    started_at: dt.datetime | None = None
+    completed_at: dt.datetime | None = None
+    result: Any = None
+    error: str | None = None
+    progress: float = 0.0
+    metadata: dict[str, Any] = {}
+    from_cache: bool = False
+    task_type: str | None = None
+    priority: int = 0
+    attempt: int = 1
+    error_type: str | None = None
+    version: int = 0
+
+    @property
+    def finished(self) -> bool:
+        """True once the task reached completed, failed or cancelled."""
+        return self.status in FINISHED
+
+
+# Every field counts as set, and all instances share one set object: a fold
+# produces many TaskInfo copies, and a per-instance set would triple their
+# resident size.
+_ALL_FIELDS = frozenset(TaskInfo.model_fields)
+_set_attr = object.__setattr__
+
+
+def _build(values: dict[str, Any]) -> TaskInfo:
+    info = TaskInfo.__new__(TaskInfo)
+    _set_attr(info, "__dict__", values)
+    _set_attr(info, "__pydantic_fields_set__", _ALL_FIELDS)
+    _set_attr(info, "__pydantic_extra__", None)
+    _set_attr(info, "__pydantic_private__", None)
+    return info
+
+
+def _evolve(info: TaskInfo, **changes: Any) -> TaskInfo:
+    values = info.__dict__.copy()
+    values.update(changes)
+    return _build(values)
+
+
+_EMPTY: dict[str, Any] = {}
+
+
+def _queued(info: TaskInfo | None, event: TaskEvent) -> TaskInfo:
+    data = event.data
+    if info is not None:
+        # A new attempt of a known task: it is pending again.
+        return _evolve(
+            info,
+            status=TaskStatus.PENDING,
+            started_at=None,
+            completed_at=None,
+            error=None,
+            error_type=None,
+            progress=0.0,
+            attempt=data.get("attempt", info.attempt + 1),
+            version=event.version,
+        )
+    return _build(
+        {
+            "id": event.task_id,
+            "status": TaskStatus.PENDING,
+            "created_at": event.at,
+            "started_at": None,
+            "completed_at": None,
+            "result": None,
+            "error": None,
+            "progress": 0.0,
+            "metadata": data.get("metadata") or _EMPTY,
+            "from_cache": False,
+            "task_type": data.get("task_type"),
+            "priority": data.get("priority", 0),
+            "attempt": data.get("attempt", 1),
+            "error_type": None,
+            "version": event.version,
+        }
+    )
+
+
+def _started(info: TaskInfo, event: TaskEvent) -> TaskInfo:
+    return _evolve(
+        info,
+        status=TaskStatus.RUNNING,
+        started_at=event.at,
+        attempt=event.data.get("attempt", info.attempt),
+        version=event.version,
+    )
+
+
+def _progress(info: TaskInfo, event: TaskEvent) -> TaskInfo:
+    return _evolve(info, progress=event.data["progress"], version=event.version)
+
+
+def _completed(info: TaskInfo, event: TaskEvent) -> TaskInfo:
+    data = event.data
+    return _evolve(
+        info,
+        status=TaskStatus.COMPLETED,
+        completed_at=event.at,
+        result=data.get("result"),
+        progress=1.0,
+        from_cache=data.get("from_cache", False),
+        version=event.version,
+    )
+
+
+def _failed(info: TaskInfo, event: TaskEvent) -> TaskInfo:
+    data = event.data
+    return _evolve(
+        info,
+        status=TaskStatus.FAILED,
+        completed_at=event.at,
+        error=data.get("error"),
+        error_type=data.get("error_type"),
+        version=event.version,
+    )
+
+
+def _cancelled(info: TaskInfo, event: TaskEvent) -> TaskInfo:
+    data = event.data
+    return _evolve(
+        info,
+        status=TaskStatus.CANCELLED,
+        completed_at=event.at,
+        error=data.get("error", "cancelled"),
+        error_type=data.get("error_type", "CancelledError"),
+        version=event.version,
+    )
+
+
+_FOLDS = {
+    EventType.STARTED: _started,
+    EventType.PROGRESS: _progress,
+    EventType.COMPLETED: _completed,
+    EventType.FAILED: _failed,
+    EventType.CANCELLED: _cancelled,
+}
+
+
+def apply(info: TaskInfo | None, event: TaskEvent) -> TaskInfo:
+    """Fold one event into ``info`` and return the new state.
+
+    ``info`` is ``None`` before a task's first event. An event whose version is
+    not the next one of the task is ignored (it was folded already), so the
+    fold is idempotent under redelivery.
+
+    Raises:
+        ValueError: when the first event of a task is not ``queued``.
+    """
+    if event.type is EventType.QUEUED:
+        if info is not None and event.version <= info.version:
+            return info
+        return _queued(info, event)
+    if info is None:
+        raise ValueError(
+            f"Event {event.type.value!r} of task {event.task_id!r} arrived "
+            "before its 'queued' event; the log is missing its first event."
+        )
+    if event.version <= info.version:
+        return info
+    return _FOLDS[event.type](info, event)
+
+
+def fold(events: list[TaskEvent] | tuple[TaskEvent, ...]) -> dict[str, TaskInfo]:
+    """Fold a sequence of events (in log order) into one TaskInfo per task."""
+    infos: dict[str, TaskInfo] = {}
+    for event in events:
+        infos[event.task_id] = apply(infos.get(event.task_id), event)
+    return infos

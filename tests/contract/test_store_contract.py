@@ -1,0 +1,116 @@
+"""One contract for every EventStore backend (the fixture lists them)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import decimal
+import uuid
+
+import pytest
+
+from engine.events import EventType, TaskEvent, utcnow
+from engine.exceptions import ConcurrencyConflictError
+
+
+def _event(task_id: str, version: int, type_: EventType = EventType.QUEUED, **data):
+    return TaskEvent.build(None, task_id, version, type_, utcnow(), data)
+
+
+async def test_append_assigns_increasing_positions(store):
+    first = await store.append([_event("a", 1), _event("b", 1)])
+    second = await store.append([_event("a", 2, EventType.STARTED)])
+
+    assert first[0] < first[1] < second[0]
+    assert await store.last_position() == second[0]
+
+
+async def test_read_returns_events_after_position_in_order(store):
+    positions = await store.append([_event(f"t{i}", 1) for i in range(5)])
+
+    events = await store.read(after=positions[1])
+
+    assert [e.position for e in events] == positions[2:]
+    assert [e.task_id for e in events] == ["t2", "t3", "t4"]
+
+
+async def test_read_honours_limit(store):
+    positions = await store.append([_event(f"t{i}", 1) for i in range(5)])
+
+    events = await store.read(after=0, limit=2)
+
+    assert [e.position for e in events] == positions[:2]
+
+
+async def test_read_task_returns_versions_in_order(store):
+    await store.append([_event("a", 1), _event("b", 1)])
+    await store.append([_event("a", 2, EventType.STARTED)])
+    await store.append([_event("a", 3, EventType.COMPLETED, result=5)])
+
+    events = await store.read_task("a")
+
+    assert [e.version for e in events] == [1, 2, 3]
+    assert events[-1].type is EventType.COMPLETED
+    assert events[-1].data == {"result": 5}
+
+
+async def test_append_rejects_duplicate_version(store):
+    await store.append([_event("a", 1)])
+
+    with pytest.raises(ConcurrencyConflictError):
+        await store.append([_event("a", 1)])
+
+
+async def test_append_is_all_or_nothing(store):
+    await store.append([_event("a", 1)])
+    before = await store.last_position()
+
+    with pytest.raises(ConcurrencyConflictError):
+        await store.append([_event("b", 1), _event("a", 1)])
+
+    assert await store.last_position() == before
+    assert await store.read_task("b") == []
+
+
+async def test_payload_round_trips_values_json_lacks(store):
+    payload = {
+        "when": dt.datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=dt.UTC),
+        "id": uuid.UUID(int=7),
+        "amount": decimal.Decimal("10.50"),
+        "raw": b"\x00\xff",
+        "pair": (1, "1"),
+        "tags": {"x", "y"},
+        "nul": "a\x00b",
+        "surrogate": "\ud800",
+        "nan": float("inf"),
+        "int_keys": {1: "one"},
+        "tag_lookalike": {"$te": ["s", "x"]},
+    }
+    await store.append([_event("a", 1, payload=payload)])
+
+    (event,) = await store.read_task("a")
+
+    assert event.data["payload"] == payload
+    assert type(event.data["payload"]["pair"]) is tuple
+
+
+async def test_times_are_aware_utc(store):
+    await store.append([_event("a", 1)])
+
+    (event,) = await store.read_task("a")
+
+    assert event.at.tzinfo is not None
+    assert event.at.utcoffset() == dt.timedelta(0)
+
+
+async def test_concurrent_appends_keep_every_event_once(store):
+    async def writer(prefix: str) -> None:
+        for i in range(20):
+            await store.append([_event(f"{prefix}{i}", 1)])
+
+    await asyncio.gather(*(writer(p) for p in "abcd"))
+
+    events = await store.read()
+    assert len({e.task_id for e in events}) == 80
+    positions = [e.position for e in events]
+    assert positions == sorted(positions)
