@@ -28,8 +28,8 @@ class SubscriberQueue(asyncio.Queue[Event]):
 
     It is an ordinary :class:`asyncio.Queue` for its reader. The manager
     fills it with ``put_nowait``; when that fails the manager calls
-    :meth:`begin_overflow` and then :meth:`count_drop` for each further
-    event until the reader has drained the queue to half its size, at which
+    :meth:`begin_overflow` and then adds each further event to
+    :attr:`dropped` until the reader has drained the queue to half its size, at which
     point the overflow marker is appended behind the events already queued.
 
     Attributes:
@@ -40,9 +40,7 @@ class SubscriberQueue(asyncio.Queue[Event]):
         subscribed: False once the manager no longer feeds this queue.
     """
 
-    def __init__(
-        self, maxsize: int, subscriber_id: str, group_id: str | None
-    ) -> None:
+    def __init__(self, maxsize: int, subscriber_id: str, group_id: str | None) -> None:
         super().__init__(maxsize)
         self.subscriber_id = subscriber_id
         self.group_id = group_id
