@@ -311,17 +311,12 @@ class EventManager:
             queue = ref()
             if queue is None:
                 continue
-            if queue.dropped:
-                queue.dropped += 1
-                self._evict_if_stale(queue, now_s)
-                continue
-            try:
-                queue.put_nowait(event)
-            except asyncio.QueueFull:
-                queue.begin_overflow(now_s)
+            if queue.offer(event, now_s):
+                delivered += 1
+            elif queue.dropped == 1:
                 self._log_overflow(queue)
-                continue
-            delivered += 1
+            else:
+                self._evict_if_stale(queue, now_s)
         return delivered
 
     def _log_overflow(self, queue: SubscriberQueue) -> None:
@@ -356,7 +351,7 @@ class EventManager:
             return False
         queue = entry.ref()
         if queue is not None:
-            queue.subscribed = False
+            queue.detach()
         if entry.group_id is None:
             self._everyone = tuple(r for r in self._everyone if r is not entry.ref)
             return True

@@ -1,9 +1,9 @@
-"""The bounded queue each subscriber reads, and the overflow marker it emits.
+"""The bounded queue each subscriber reads, and the overflow marker it carries.
 
-A :class:`SubscriberQueue` never makes its publisher wait: when it is full it
-counts the events it drops and, once its reader has drained it to half, puts a
-single overflow marker saying how many were lost and from which log position
-to catch up. Imports nothing of ours.
+A :class:`SubscriberQueue` never makes its publisher wait: when it holds
+``capacity`` events it appends one overflow marker, counts every event it drops
+in that marker, and takes events again once its reader has read the marker.
+Imports nothing of ours.
 """
 
 from __future__ import annotations
@@ -26,29 +26,35 @@ OVERFLOW = "overflow"
 class SubscriberQueue(asyncio.Queue[Event]):
     """A subscriber's bounded queue that drops events instead of blocking.
 
-    It is an ordinary :class:`asyncio.Queue` for its reader. The manager
-    fills it with ``put_nowait``; when that fails the manager calls
-    :meth:`begin_overflow` and then adds each further event to
-    :attr:`dropped` until the reader has drained the queue to half its size, at which
-    point the overflow marker is appended behind the events already queued.
+    For its reader it is an ordinary :class:`asyncio.Queue`. It holds at most
+    ``capacity`` events plus one slot kept free for the overflow marker. The
+    manager delivers with :meth:`offer`; once the queue is full the marker is
+    appended behind the last event delivered and every further event only
+    raises the marker's ``dropped`` count. The marker is final when the
+    reader takes it, and from then on events are delivered again.
 
     Attributes:
         subscriber_id: The id :meth:`EventManager.subscribe` returned.
         group_id: The group subscribed to, or None for every event.
-        dropped: Events dropped in the current overflow; 0 when not dropping.
+        capacity: How many events the queue holds before it drops.
+        marker: The unread overflow marker while dropping, else None.
         overflow_since_s: Clock reading when the current overflow began.
         subscribed: False once the manager no longer feeds this queue.
     """
 
-    def __init__(self, maxsize: int, subscriber_id: str, group_id: str | None) -> None:
-        super().__init__(maxsize)
+    def __init__(self, capacity: int, subscriber_id: str, group_id: str | None) -> None:
+        super().__init__(capacity + 1)
         self.subscriber_id = subscriber_id
         self.group_id = group_id
-        self.dropped = 0
+        self.capacity = capacity
+        self.marker: Event | None = None
         self.overflow_since_s = 0.0
         self.subscribed = True
-        self._resume_size = maxsize // 2
-        self._resume_after_position: Any = None
+
+    @property
+    def dropped(self) -> int:
+        """Events dropped in the current overflow; 0 when not dropping."""
+        return 0 if self.marker is None else int(self.marker["dropped"])
 
     def _init(self, maxsize: int) -> None:
         # asyncio.Queue names _init, _get and _put as its subclass hooks; the
@@ -57,44 +63,57 @@ class SubscriberQueue(asyncio.Queue[Event]):
 
     def _get(self) -> Event:
         item = self._queue.popleft()
-        if self.dropped and len(self._queue) <= self._resume_size:
-            self._put_marker()
+        if item is self.marker:
+            self.marker = None
+            logger.info(
+                "Subscriber resumed after dropping %d events",
+                item["dropped"],
+                extra={
+                    "action": "subscriber_resumed",
+                    "subscriber_id": self.subscriber_id,
+                    "dropped": item["dropped"],
+                    "position": item["resume_after_position"],
+                },
+            )
         return item
 
-    def begin_overflow(self, now_s: float) -> None:
-        """Start dropping: remember the last position the reader will see.
+    def offer(self, event: Event, now_s: float) -> bool:
+        """Queue ``event`` if there is room, else count it as dropped.
 
         Args:
-            now_s: The manager's clock reading, kept to time the overflow.
-        """
-        last = self._queue[-1]
-        if last.get("type") == OVERFLOW:
-            self._resume_after_position = last.get("resume_after_position")
-        else:
-            self._resume_after_position = last.get("position")
-        self.dropped = 1
-        self.overflow_since_s = now_s
+            event: The event to deliver.
+            now_s: The manager's clock reading, kept to time an overflow.
 
-    def _put_marker(self) -> None:
-        marker: Event = {
+        Returns:
+            True if the event was queued.
+        """
+        marker = self.marker
+        if marker is not None:
+            marker["dropped"] += 1
+            return False
+        if len(self._queue) < self.capacity:
+            self.put_nowait(event)
+            return True
+        self._begin_overflow(now_s)
+        return False
+
+    def detach(self) -> None:
+        """Mark the queue as no longer fed, also in an unread marker."""
+        self.subscribed = False
+        if self.marker is not None:
+            self.marker["subscribed"] = False
+
+    def _begin_overflow(self, now_s: float) -> None:
+        last = self._queue[-1] if self._queue else {}
+        self.marker = {
             "type": OVERFLOW,
-            "dropped": self.dropped,
-            "resume_after_position": self._resume_after_position,
+            "dropped": 1,
+            "resume_after_position": last.get("position"),
             "group_id": self.group_id,
             "subscribed": self.subscribed,
         }
-        logger.info(
-            "Subscriber resumed after dropping %d events",
-            self.dropped,
-            extra={
-                "action": "subscriber_resumed",
-                "subscriber_id": self.subscriber_id,
-                "dropped": self.dropped,
-                "position": self._resume_after_position,
-            },
-        )
-        self.dropped = 0
-        self.put_nowait(marker)
+        self.overflow_since_s = now_s
+        self.put_nowait(self.marker)
 
 
 class Subscribed(NamedTuple):
