@@ -156,7 +156,14 @@ class EventManager:
 
     async def start(self) -> None:
         """Start the background clean-up of expired and dead entries."""
-        if self._cleanup_task is not None:
+        task = self._cleanup_task
+        # The module-level manager outlives event loops (one per test, say);
+        # a task left on a finished loop must not stop a new one starting.
+        if (
+            task is not None
+            and not task.done()
+            and task.get_loop() is asyncio.get_running_loop()
+        ):
             return
         self._cleanup_task = asyncio.create_task(self._cleanup_loop())
         logger.info("Event manager started", extra={"action": "event_manager_started"})

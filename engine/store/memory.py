@@ -36,6 +36,10 @@ class MemoryEventStore(EventStore):
         self._closed = True
 
     async def append(self, events: Sequence[TaskEvent]) -> list[int]:
+        return self.append_now(events)
+
+    def append_now(self, events: Sequence[TaskEvent]) -> list[int]:
+        """Append in place; the memory store never waits."""
         if self._closed:
             raise StoreError("The memory store is closed; no more appends.")
         self._check_versions(events)

@@ -1,0 +1,243 @@
+"""The journal: records each task transition as an event, folds it into the
+``TaskInfo`` projection at once, and appends it to the store in batches.
+
+Group commit: events recorded while a batch is being written wait and go
+together in the next one. Stores that can append in place (memory, SQLite)
+are flushed at the end of the current loop iteration; others (PostgreSQL) by
+a flush task with one batch in flight at a time. Committed events, now with
+their positions, go to ``on_committed`` (the worker publishes them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from engine.events import EventType, TaskEvent, utcnow
+from engine.exceptions import (
+    ConcurrencyConflictError,
+    StoreError,
+    StoreUnavailableError,
+)
+from engine.store.base import EventStore
+from projections.task_info import TaskInfo, apply
+
+__all__ = ["Journal"]
+
+logger = logging.getLogger(__name__)
+
+CommitHandler = Callable[[list[TaskEvent]], None]
+
+
+class Journal:
+    """The write side: one per worker, the only writer of its projection."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        on_committed: CommitHandler,
+        *,
+        max_batch: int = 1000,
+        retry_delay_s: float = 0.05,
+        max_retry_delay_s: float = 2.0,
+    ) -> None:
+        self.store = store
+        self.infos: dict[str, TaskInfo] = {}
+        self._on_committed = on_committed
+        self._max_batch = max_batch
+        self._retry_delay_s = retry_delay_s
+        self._max_retry_delay_s = max_retry_delay_s
+        self._append_now = getattr(store, "append_now", None)
+        self._pending: list[TaskEvent] = []
+        self._commit: asyncio.Future[None] | None = None
+        self._scheduled = False
+        self._flusher: asyncio.Task[None] | None = None
+        self._rejected: dict[str, BaseException] = {}
+        self.appended_events = 0
+        self.batches = 0
+
+    # Recording
+
+    def record(self, task_id: str, type_: EventType, data: dict[str, Any]) -> TaskInfo:
+        """Make the task's next event, fold it in, and queue its append."""
+        info = self.infos.get(task_id)
+        version = info.version + 1 if info is not None else 1
+        event = TaskEvent.build(None, task_id, version, type_, utcnow(), data)
+        info = apply(info, event)
+        self.infos[task_id] = info
+        self._pending.append(event)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._kick)
+        return info
+
+    def fold_committed(self, event: TaskEvent) -> TaskInfo | None:
+        """Fold an event another process wrote (read back from the store)."""
+        info = self.infos.get(event.task_id)
+        if info is not None and event.version <= info.version:
+            return None
+        info = apply(info, event)
+        self.infos[event.task_id] = info
+        return info
+
+    def durable(self) -> asyncio.Future[None]:
+        """A future done once every event recorded so far is committed."""
+        if not self._pending:
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        if self._commit is None:
+            self._commit = asyncio.get_running_loop().create_future()
+        return self._commit
+
+    def take_rejection(self, task_id: str) -> BaseException | None:
+        """The error that kept ``task_id``'s events out of the log, if any."""
+        return self._rejected.pop(task_id, None)
+
+    async def flush(self) -> None:
+        """Wait until everything recorded so far is in the store."""
+        while self._pending or (self._flusher and not self._flusher.done()):
+            if self._pending:
+                await asyncio.shield(self.durable())
+            elif self._flusher is not None:
+                await asyncio.shield(self._flusher)
+
+    # Writing
+
+    def _kick(self) -> None:
+        self._scheduled = False
+        if not self._pending:
+            return
+        if self._flusher is not None and self._flusher.done():
+            self._flusher = None
+        if self._append_now is not None and self._flusher is None:
+            self._write_in_place()
+        elif self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._drain())
+
+    def _take(self) -> tuple[list[TaskEvent], asyncio.Future[None] | None]:
+        batch, self._pending = self._pending, []
+        commit, self._commit = self._commit, None
+        return batch, commit
+
+    def _write_in_place(self) -> None:
+        batch, commit = self._take()
+        try:
+            for start in range(0, len(batch), self._max_batch):
+                chunk = batch[start : start + self._max_batch]
+                self._committed(chunk, self._append_now(chunk))
+        except StoreUnavailableError as exc:
+            # Hand the rest to the retrying flush task; nothing is dropped.
+            self._requeue(batch[start:], commit)
+            self._log_unavailable(exc)
+            self._flusher = asyncio.get_running_loop().create_task(self._drain())
+            return
+        except StoreError:
+            rest = batch[start:]
+            self._isolate_in_place(rest)
+        if commit is not None and not commit.done():
+            commit.set_result(None)
+
+    def _requeue(
+        self, batch: list[TaskEvent], commit: asyncio.Future[None] | None
+    ) -> None:
+        self._pending[:0] = batch
+        if commit is not None:
+            if self._commit is None:
+                self._commit = commit
+            else:
+                self._commit.add_done_callback(lambda _: _resolve(commit))
+
+    def _isolate_in_place(self, batch: list[TaskEvent]) -> None:
+        for group in _by_task(batch):
+            try:
+                self._committed(group, self._append_now(group))
+            except StoreError as exc:
+                self._reject(group, exc)
+
+    async def _drain(self) -> None:
+        delay_s = self._retry_delay_s
+        while self._pending:
+            batch, commit = self._take()
+            batch, rest = batch[: self._max_batch], batch[self._max_batch :]
+            if rest:
+                self._pending[:0] = rest
+                if commit is not None:
+                    self._requeue([], commit)
+                    commit = None
+            try:
+                positions = await self.store.append(batch)
+            except StoreUnavailableError as exc:
+                self._requeue(batch, commit)
+                self._log_unavailable(exc)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, self._max_retry_delay_s)
+                continue
+            except StoreError:
+                await self._isolate(batch)
+            else:
+                self._committed(batch, positions)
+            delay_s = self._retry_delay_s
+            if commit is not None and not commit.done():
+                commit.set_result(None)
+
+    async def _isolate(self, batch: list[TaskEvent]) -> None:
+        for group in _by_task(batch):
+            try:
+                self._committed(group, await self.store.append(group))
+            except StoreError as exc:
+                self._reject(group, exc)
+
+    def _reject(self, group: list[TaskEvent], exc: StoreError) -> None:
+        task_id = group[0].task_id
+        self._rejected[task_id] = exc
+        if isinstance(exc, ConcurrencyConflictError):
+            # Another writer owns these versions: our fold of them is void.
+            # The worker refolds the task from the log.
+            self.infos.pop(task_id, None)
+        logger.error(
+            "Events of a task were rejected by the store",
+            extra={
+                "action": "append_rejected",
+                "task_id": task_id,
+                "version": group[0].version,
+                "error_type": type(exc).__name__,
+            },
+            exc_info=exc,
+        )
+
+    def _committed(self, batch: Sequence[TaskEvent], positions: list[int]) -> None:
+        self.appended_events += len(batch)
+        self.batches += 1
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "Append batch flushed",
+                extra={
+                    "action": "append_batch_flushed",
+                    "batch_size": len(batch),
+                    "position": positions[-1] if positions else None,
+                },
+            )
+        self._on_committed(
+            [event.with_position(p) for event, p in zip(batch, positions, strict=True)]
+        )
+
+    def _log_unavailable(self, exc: StoreError) -> None:
+        logger.warning(
+            "Event store unavailable, retrying the append",
+            extra={"action": "append_retry_scheduled", "error": str(exc)},
+        )
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _by_task(batch: list[TaskEvent]) -> list[list[TaskEvent]]:
+    groups: dict[str, list[TaskEvent]] = {}
+    for event in batch:
+        groups.setdefault(event.task_id, []).append(event)
+    return list(groups.values())

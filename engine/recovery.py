@@ -1,0 +1,149 @@
+"""Start-up: rebuild the projection from the log, then resume what the last
+process left unfinished.
+
+A task whose last event is ``queued`` is queued again as it was. A task whose
+last event is ``started`` or ``progress`` lost its worker: it is queued again
+as a new attempt, or fails with an error saying so once ``max_attempts``
+runs were spent. A task whose type this process cannot find fails with an
+error naming the type. Nothing queued is dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from engine.events import EventType, TaskEvent
+from engine.executor import TaskRun
+from engine.registry import find_task
+from projections.task_info import TaskInfo, TaskStatus
+
+if TYPE_CHECKING:
+    from engine.worker import AsyncTaskWorker
+
+__all__ = ["replay_and_resume"]
+
+logger = logging.getLogger(__name__)
+
+
+async def replay_and_resume(worker: AsyncTaskWorker) -> dict[str, int]:
+    """Fold the whole log into ``worker``'s projection and resume unfinished
+    tasks; returns counts for the log line and the tests."""
+    started_s = time.monotonic()
+    journal = worker._journal
+    unfinished: dict[str, dict[str, Any]] = {}
+    events = 0
+    async for batch in worker.store.iter_batches():
+        events += len(batch)
+        for event in batch:
+            _track(unfinished, event)
+            journal.fold_committed(event)
+    counts = {"events": events, "tasks": len(journal.infos), "requeued": 0}
+    counts.update(retried=0, failed=0)
+    for task_id, queued in unfinished.items():
+        info = journal.infos[task_id]
+        counts[_resume(worker, info, queued)] += 1
+    logger.info(
+        "Replay finished",
+        extra={
+            "action": "replay_finished",
+            "node_id": worker.node_id,
+            "duration_s": round(time.monotonic() - started_s, 3),
+            **counts,
+        },
+    )
+    return counts
+
+
+def _track(unfinished: dict[str, dict[str, Any]], event: TaskEvent) -> None:
+    if event.type is EventType.QUEUED:
+        previous = unfinished.get(event.task_id)
+        data = dict(event.data)
+        if previous is not None:
+            # A new attempt's queued event may carry only what changed.
+            data = {**previous, **data}
+        unfinished[event.task_id] = data
+    elif event.type in (EventType.COMPLETED, EventType.FAILED, EventType.CANCELLED):
+        unfinished.pop(event.task_id, None)
+
+
+def _resume(worker: AsyncTaskWorker, info: TaskInfo, queued: dict[str, Any]) -> str:
+    task_type = queued.get("task_type") or "?"
+    func = find_task(task_type)
+    attempt = info.attempt
+    if func is None:
+        _fail(
+            worker,
+            info,
+            f"Task type {task_type!r} is not registered in this process, so the "
+            "task cannot resume after the restart; register it with "
+            f"@task({task_type!r}) before start().",
+            "UnknownTaskTypeError",
+        )
+        return "failed"
+    run = TaskRun(
+        task_id=info.id,
+        task_type=task_type,
+        func=func,
+        args=tuple(queued.get("args", ())),
+        kwargs=dict(queued.get("kwargs", {})),
+        priority=queued.get("priority", 0),
+        timeout_s=queued.get("timeout"),
+        metadata=queued.get("metadata"),
+        use_cache=queued.get("use_cache", False),
+        cache_ttl=queued.get("cache_ttl"),
+        attempt=attempt,
+    )
+    if info.status is TaskStatus.PENDING:
+        worker.enqueue(run)
+        return "requeued"
+    if attempt >= worker.max_attempts:
+        _fail(
+            worker,
+            info,
+            f"The worker running this task stopped before it finished, and all "
+            f"{worker.max_attempts} attempts are spent.",
+            "WorkerLostError",
+        )
+        return "failed"
+    run.attempt = attempt + 1
+    worker._journal.record(
+        info.id,
+        EventType.QUEUED,
+        {
+            "task_type": task_type,
+            "priority": run.priority,
+            "attempt": run.attempt,
+            "reason": "worker_lost",
+        },
+    )
+    worker.enqueue(run)
+    logger.warning(
+        "Task of a lost worker queued again",
+        extra={
+            "action": "task_requeued",
+            "task_id": info.id,
+            "task_type": task_type,
+            "attempt": run.attempt,
+        },
+    )
+    return "retried"
+
+
+def _fail(worker: AsyncTaskWorker, info: TaskInfo, error: str, error_type: str) -> None:
+    worker._journal.record(
+        info.id,
+        EventType.FAILED,
+        {"error": error, "error_type": error_type, "attempt": info.attempt},
+    )
+    logger.error(
+        "Task cannot resume",
+        extra={
+            "action": "task_failed",
+            "task_id": info.id,
+            "task_type": info.task_type,
+            "attempt": info.attempt,
+            "error_type": error_type,
+        },
+    )

@@ -1,0 +1,844 @@
+"""``AsyncTaskWorker``: the coordinator users hold.
+
+It owns the journal (log writes and the ``TaskInfo`` projection), the queue,
+the pool of worker coroutines and the executor, and publishes every committed
+event to its ``EventManager``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import math
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Any
+
+from engine.events import EventType, TaskEvent, encode_payload
+from engine.exceptions import (
+    ConcurrencyConflictError,
+    DuplicateTaskIdError,
+    InvalidTimeoutError,
+    TaskFailedError,
+    TaskNotFoundError,
+    UsageError,
+    WorkerNotStartedError,
+)
+from engine.executor import TaskExecutor, TaskRun, describe_error
+from engine.journal import Journal
+from engine.queue import TaskQueue
+from engine.recovery import replay_and_resume
+from engine.registry import resolve_task
+from engine.store import EventStore, make_store
+from projections.task_info import TaskInfo, TaskStatus
+
+__all__ = ["AsyncTaskWorker", "TaskSpec"]
+
+logger = logging.getLogger(__name__)
+
+TaskSpec = dict[str, Any]
+
+_STATUS_OF = {
+    EventType.QUEUED: TaskStatus.PENDING,
+    EventType.STARTED: TaskStatus.RUNNING,
+    EventType.PROGRESS: TaskStatus.RUNNING,
+    EventType.COMPLETED: TaskStatus.COMPLETED,
+    EventType.FAILED: TaskStatus.FAILED,
+    EventType.CANCELLED: TaskStatus.CANCELLED,
+}
+_ADD_TASK_KEYWORDS = frozenset(
+    {
+        "priority",
+        "task_id",
+        "metadata",
+        "timeout",
+        "use_cache",
+        "cache_ttl",
+        "cache_key_fn",
+    }
+)
+
+
+def _check_timeout(value: Any, name: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidTimeoutError(
+            f"{name} must be a positive number of seconds or None, not {value!r}."
+        )
+    if not math.isfinite(value) or value <= 0:
+        raise InvalidTimeoutError(
+            f"{name} must be a positive number of seconds or None, not {value!r}."
+        )
+    return float(value)
+
+
+class AsyncTaskWorker:
+    """Runs async task functions with priorities, progress, cancellation,
+    timeouts and an optional result cache, recording every transition in an
+    event log.
+
+    Args:
+        max_workers: tasks run at once.
+        task_timeout: default timeout in seconds (None: no timeout).
+        worker_poll_interval: accepted for compatibility; pick-up is driven by
+            the queue, never by polling.
+        cache_enabled: cache results unless a task says ``use_cache=False``.
+        cache_ttl: default cache lifetime in seconds.
+        cache_max_size: entries the default memory cache keeps.
+        cache_adapter: an ``AsyncCacheAdapter`` to use instead of the default.
+        cache_cleanup_interval: seconds between sweeps of stale cache
+            mappings; 0 disables the sweep.
+        cleanup_interval: alias of ``cache_cleanup_interval``.
+        max_queue_size: pending tasks allowed; ``add_task`` waits for room.
+        task_retention_days: finished tasks older than this leave the
+            in-memory projection (never the log).
+        store: an ``EventStore``, a database URL, or None for memory.
+        event_manager: where events are published (default: a new one).
+        node_id: this process's name in the log (default: a random id).
+        max_attempts: runs a task gets when workers die under it.
+    """
+
+    def __init__(
+        self,
+        max_workers: int = 10,
+        task_timeout: float | None = None,
+        worker_poll_interval: float = 1.0,
+        cache_enabled: bool = False,
+        cache_ttl: int | None = 3600,
+        cache_max_size: int | None = 1000,
+        cache_adapter: Any = None,
+        cache_cleanup_interval: float = 900,
+        cleanup_interval: float | None = None,
+        max_queue_size: int | None = None,
+        task_retention_days: float | None = 7,
+        store: EventStore | str | None = None,
+        event_manager: Any = None,
+        node_id: str | None = None,
+        max_attempts: int = 3,
+    ) -> None:
+        if not isinstance(max_workers, int) or max_workers < 1:
+            raise UsageError(
+                f"max_workers must be a positive int, not {max_workers!r}."
+            )
+        if max_queue_size is not None and (
+            not isinstance(max_queue_size, int) or max_queue_size < 1
+        ):
+            raise UsageError(
+                "max_queue_size must be a positive int or None, "
+                f"not {max_queue_size!r}."
+            )
+        self.max_workers = max_workers
+        self.task_timeout = _check_timeout(task_timeout, "task_timeout")
+        self.worker_poll_interval = worker_poll_interval
+        self.cache_enabled = cache_enabled
+        self.cache_ttl = cache_ttl
+        self.cache_max_size = cache_max_size
+        self.cache_cleanup_interval = (
+            cleanup_interval if cleanup_interval is not None else cache_cleanup_interval
+        )
+        self.max_queue_size = max_queue_size
+        self.task_retention_days = task_retention_days
+        self.max_attempts = max_attempts
+        self.node_id = node_id or uuid.uuid4().hex[:12]
+        self._store = make_store(store)
+        self._owns_store = not isinstance(store, EventStore)
+        self._cache = cache_adapter
+        self._owns_events = event_manager is None
+        self._events = event_manager
+        self._journal = Journal(self._store, self._published)
+        self._queue = TaskQueue()
+        self._executor = TaskExecutor(self)
+        self._runs: dict[str, TaskRun] = {}
+        self._pool: list[asyncio.Task[None]] = []
+        self._busy: set[asyncio.Task[None]] = set()
+        self._room: asyncio.Semaphore | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
+        self._publish: Callable[[str, str, dict[str, Any]], Any] | None = None
+        self.running = False
+        self.counters = {"completed": 0, "failed": 0, "cancelled": 0}
+
+    # Properties
+
+    @property
+    def store(self) -> EventStore:
+        """The event store holding this worker's log."""
+        return self._store
+
+    @property
+    def events(self) -> Any:
+        """The ``EventManager`` this worker publishes every task event to."""
+        if self._events is None:
+            from engine.bus import EventManager
+
+            self._events = EventManager()
+        return self._events
+
+    @property
+    def cache(self) -> Any:
+        """The ``AsyncCacheAdapter`` in use (created on first use)."""
+        if self._cache is None:
+            from engine.cache import AsyncCacheAdapter, MemoryCacheAdapter
+
+            self._cache = AsyncCacheAdapter(
+                default_ttl=self.cache_ttl,
+                enabled=True,
+                cleanup_interval=self.cache_cleanup_interval,
+                adapter=MemoryCacheAdapter(max_size=self.cache_max_size or 1000),
+            )
+        return self._cache
+
+    # Lifecycle
+
+    async def __aenter__(self) -> AsyncTaskWorker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Open the store, replay the log, resume unfinished tasks, and start
+        the worker coroutines. Calling it again does nothing."""
+        if self.running:
+            return
+        await self._store.open()
+        events = self.events
+        if self._owns_events and hasattr(events, "start"):
+            await events.start()
+        self._publish = events.publish_event
+        if self.max_queue_size is not None:
+            self._room = asyncio.Semaphore(self.max_queue_size)
+        self.running = True
+        self._pool = [
+            asyncio.create_task(self._pool_worker(), name=f"taskengine-worker-{i}")
+            for i in range(self.max_workers)
+        ]
+        await replay_and_resume(self)
+        if self._cache is not None or self.cache_enabled:
+            await self._start_cache_cleanup()
+        self._housekeeping = asyncio.create_task(self._retention_loop())
+        logger.info(
+            "Worker started",
+            extra={
+                "action": "worker_started",
+                "node_id": self.node_id,
+                "max_workers": self.max_workers,
+                "store": self._store.url,
+            },
+        )
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop taking work, let running tasks finish within ``timeout``
+        seconds, cancel the rest, and flush the log. Tasks still queued stay
+        queued in the log and run at the next start. Idempotent."""
+        if not self.running:
+            return
+        self.running = False
+        for task in self._pool:
+            if task not in self._busy:
+                task.cancel()
+        running = [run.settled for run in self._runs.values() if run.settled]
+        if running:
+            await asyncio.wait(running, timeout=timeout)
+        for run in list(self._runs.values()):
+            if run.handle is not None and not run.finished:
+                self._finish_cancelled(
+                    run, "The worker stopped before the task finished."
+                )
+                run.handle.cancel()
+        for task in self._pool:
+            task.cancel()
+        await asyncio.gather(*self._pool, return_exceptions=True)
+        self._pool = []
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+        await self._journal.flush()
+        await self._stop_cache_cleanup()
+        if self._owns_events and hasattr(self._events, "stop"):
+            await self._events.stop()
+        if self._owns_store:
+            await self._store.close()
+        logger.info(
+            "Worker stopped",
+            extra={
+                "action": "worker_stopped",
+                "node_id": self.node_id,
+                "tasks_completed": self.counters["completed"],
+                "tasks_failed": self.counters["failed"],
+                "tasks_cancelled": self.counters["cancelled"],
+                "events_appended": self._journal.appended_events,
+                "append_batches": self._journal.batches,
+            },
+        )
+
+    async def _pool_worker(self) -> None:
+        current = asyncio.current_task()
+        assert current is not None
+        while True:
+            task_id = await self._queue.get()
+            run = self._runs.get(task_id)
+            if run is None or run.finished or not self.running:
+                continue
+            if self._room is not None:
+                self._room.release()
+            self._busy.add(current)
+            try:
+                await self._executor.execute(run)
+            finally:
+                self._busy.discard(current)
+
+    # Adding tasks
+
+    async def add_task(
+        self,
+        task_func: Callable[..., Any] | str,
+        *args: Any,
+        priority: int = 0,
+        task_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        timeout: float | None = None,
+        use_cache: bool | None = None,
+        cache_ttl: int | None = None,
+        cache_key_fn: Callable[[dict[str, Any]], str] | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """Queue a task and return its id once its ``queued`` event is durable.
+
+        Lower ``priority`` runs first; equal priorities run in order of
+        arrival. ``task_func`` is an async function or a registered task type.
+
+        Raises:
+            WorkerNotStartedError: the worker is not running.
+            UnknownTaskTypeError: ``task_func`` names no registered type.
+            NotAsyncTaskError: ``task_func`` is not ``async def``.
+            DuplicateTaskIdError: ``task_id`` is already in the log.
+            InvalidTimeoutError: ``timeout`` is not a positive number.
+            PayloadEncodingError: an argument cannot be written to the log.
+        """
+        run = self._prepare(
+            task_func, args, kwargs, priority, task_id, metadata, timeout,
+            use_cache, cache_ttl, cache_key_fn,
+        )  # fmt: skip
+        if self._room is not None:
+            await self._room.acquire()
+        self._record_queued(run)
+        await self._journal.durable()
+        self._confirm_queued(run)
+        return run.task_id
+
+    async def add_tasks(self, specs: Iterable[TaskSpec]) -> list[str]:
+        """Queue many tasks in one durable append; returns their ids.
+
+        Each spec is a dict with ``task_func`` (or ``task_type``), optional
+        ``args`` and ``kwargs``, and any keyword of :meth:`add_task`. Every
+        spec is checked before any is written: one bad spec queues none.
+        """
+        runs = [self._prepare_spec(spec, i) for i, spec in enumerate(specs)]
+        seen: set[str] = set()
+        for run in runs:
+            if run.task_id in seen:
+                raise DuplicateTaskIdError(
+                    f"Task id {run.task_id!r} appears twice in one add_tasks call.",
+                    task_id=run.task_id,
+                )
+            seen.add(run.task_id)
+        for run in runs:
+            if self._room is not None:
+                await self._room.acquire()
+            self._record_queued(run)
+        await self._journal.durable()
+        for run in runs:
+            self._confirm_queued(run)
+        return [run.task_id for run in runs]
+
+    def _prepare_spec(self, spec: TaskSpec, index: int) -> TaskRun:
+        if not isinstance(spec, dict):
+            raise UsageError(f"Task spec {index} must be a dict, not {spec!r}.")
+        spec = dict(spec)
+        func = spec.pop("task_func", None) or spec.pop("task_type", None)
+        if func is None:
+            raise UsageError(f"Task spec {index} names no task_func or task_type.")
+        args = tuple(spec.pop("args", ()))
+        kwargs = dict(spec.pop("kwargs", {}))
+        unknown = set(spec) - _ADD_TASK_KEYWORDS
+        if unknown:
+            raise UsageError(
+                f"Task spec {index} has unknown keys {sorted(unknown)!r}; put task "
+                "arguments under 'args' and 'kwargs'."
+            )
+        return self._prepare(
+            func, args, kwargs, spec.get("priority", 0), spec.get("task_id"),
+            spec.get("metadata"), spec.get("timeout"), spec.get("use_cache"),
+            spec.get("cache_ttl"), spec.get("cache_key_fn"),
+        )  # fmt: skip
+
+    def _prepare(
+        self,
+        task_func: Callable[..., Any] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        priority: int,
+        task_id: str | None,
+        metadata: dict[str, Any] | None,
+        timeout: float | None,
+        use_cache: bool | None,
+        cache_ttl: int | None,
+        cache_key_fn: Callable[[dict[str, Any]], str] | None,
+    ) -> TaskRun:
+        if not self.running:
+            raise WorkerNotStartedError()
+        task_type, func = resolve_task(task_func)
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise UsageError(f"priority must be an int, not {priority!r}.")
+        task_id = self._new_task_id(task_id)
+        if metadata is not None and not isinstance(metadata, dict):
+            raise UsageError(f"metadata must be a dict or None, not {metadata!r}.")
+        timeout_s = _check_timeout(timeout, "timeout")
+        if timeout_s is None:
+            timeout_s = self.task_timeout
+        if self._store.persistent:
+            _check_arguments(task_type, args, kwargs, metadata)
+        return TaskRun(
+            task_id=task_id,
+            task_type=task_type,
+            func=func,
+            args=args,
+            kwargs=kwargs,
+            priority=priority,
+            timeout_s=timeout_s,
+            metadata=metadata,
+            use_cache=self.cache_enabled if use_cache is None else bool(use_cache),
+            cache_ttl=cache_ttl,
+            cache_key_fn=cache_key_fn,
+        )
+
+    def _new_task_id(self, task_id: str | None) -> str:
+        if task_id is None:
+            return str(uuid.uuid4())
+        if not isinstance(task_id, str) or not task_id:
+            raise UsageError(f"task_id must be a non-empty string, not {task_id!r}.")
+        if task_id in self._journal.infos or task_id in self._runs:
+            raise DuplicateTaskIdError(
+                f"A task with id {task_id!r} already exists; task ids cannot be "
+                "reused. Omit task_id to get a fresh one.",
+                task_id=task_id,
+            )
+        return task_id
+
+    def _record_queued(self, run: TaskRun) -> None:
+        data: dict[str, Any] = {"task_type": run.task_type, "priority": run.priority}
+        if run.args:
+            data["args"] = list(run.args)
+        if run.kwargs:
+            data["kwargs"] = run.kwargs
+        if run.metadata:
+            data["metadata"] = run.metadata
+        if run.timeout_s is not None:
+            data["timeout"] = run.timeout_s
+        if run.use_cache:
+            data["use_cache"] = True
+            if run.cache_ttl is not None:
+                data["cache_ttl"] = run.cache_ttl
+        if run.attempt > 1:
+            data["attempt"] = run.attempt
+        self._runs[run.task_id] = run
+        self._journal.record(run.task_id, EventType.QUEUED, data)
+
+    def _confirm_queued(self, run: TaskRun) -> None:
+        rejection = self._journal.take_rejection(run.task_id)
+        if rejection is not None:
+            self._runs.pop(run.task_id, None)
+            if self._room is not None:
+                self._room.release()
+            if isinstance(rejection, ConcurrencyConflictError):
+                raise DuplicateTaskIdError(
+                    f"A task with id {run.task_id!r} already exists in the log; "
+                    "task ids cannot be reused.",
+                    task_id=run.task_id,
+                ) from rejection
+            raise rejection
+        self.enqueue(run)
+
+    def enqueue(self, run: TaskRun) -> None:
+        """Hand a recorded task to the pool (used by add_task and recovery)."""
+        self._runs[run.task_id] = run
+        self._queue.put(run.priority, run.task_id)
+
+    # Outcomes (called by the executor and by cancel_task)
+
+    def _finish_completed(
+        self,
+        run: TaskRun,
+        result: Any,
+        *,
+        from_cache: bool = False,
+        cache_key: str | None = None,
+    ) -> None:
+        data: dict[str, Any] = {"result": result}
+        if from_cache:
+            data["from_cache"] = True
+            data["cache_key"] = cache_key
+        run.result = result
+        self._settle(run, EventType.COMPLETED, data)
+        self.counters["completed"] += 1
+        for waiter in run.waiters:
+            if not waiter.done():
+                waiter.set_result(result)
+
+    def _finish_failed(
+        self, run: TaskRun, exc: BaseException, *, timed_out: bool = False
+    ) -> None:
+        message, error_type = describe_error(exc)
+        data = {"error": message, "error_type": error_type, "attempt": run.attempt}
+        if timed_out:
+            data["timeout"] = run.timeout_s
+        run.error = exc
+        self._settle(run, EventType.FAILED, data)
+        self.counters["failed"] += 1
+        logger.error(
+            "Task failed",
+            extra={
+                "action": "task_failed",
+                "task_id": run.task_id,
+                "task_type": run.task_type,
+                "attempt": run.attempt,
+                "error_type": error_type,
+            },
+            exc_info=exc if not timed_out else None,
+        )
+        for waiter in run.waiters:
+            if not waiter.done():
+                waiter.set_exception(exc)
+
+    def _finish_cancelled(self, run: TaskRun, reason: str) -> None:
+        run.error = asyncio.CancelledError(reason)
+        data = {"error": reason, "error_type": "CancelledError"}
+        self._settle(run, EventType.CANCELLED, data)
+        self.counters["cancelled"] += 1
+        for waiter in run.waiters:
+            waiter.cancel(reason)
+
+    def _settle(self, run: TaskRun, type_: EventType, data: dict[str, Any]) -> None:
+        self._journal.record(run.task_id, type_, data)
+        if run.timer is not None:
+            run.timer.cancel()
+            run.timer = None
+        if run.reporter is not None:
+            run.reporter.close()
+        if run.settled is None:
+            run.settled = asyncio.get_running_loop().create_future()
+        if not run.settled.done():
+            run.settled.set_result(None)
+        self._runs.pop(run.task_id, None)
+        if logger.isEnabledFor(logging.INFO) and type_ is not EventType.FAILED:
+            logger.info(
+                "Task ended",
+                extra={
+                    "action": f"task_{type_.value}",
+                    "task_id": run.task_id,
+                    "task_type": run.task_type,
+                    "attempt": run.attempt,
+                },
+            )
+
+    # Cancelling
+
+    async def cancel_task(self, task_id: str) -> bool:
+        """Cancel a pending or running task.
+
+        Returns True when the task is now CANCELLED: a pending task never
+        runs, a running one is interrupted at its next ``await``. False for an
+        unknown or finished task, or one whose body already returned.
+        """
+        run = self._runs.get(task_id)
+        if run is None or run.finished:
+            return False
+        if run.handle is not None and run.handle.done():
+            return False
+        still_queued = run.settled is None
+        self._finish_cancelled(run, "cancelled")
+        if run.handle is not None:
+            run.handle.cancel()
+        elif still_queued and self._room is not None:
+            self._room.release()
+        await self._journal.durable()
+        return True
+
+    # Reading the projection
+
+    def get_task_info(self, task_id: str) -> TaskInfo | None:
+        """The task's current state, or None for an unknown id."""
+        return self._journal.infos.get(task_id)
+
+    def get_all_tasks(
+        self,
+        status: TaskStatus | str | Sequence[TaskStatus | str] | None = None,
+        limit: int | None = None,
+        older_than: dt.timedelta | None = None,
+    ) -> list[TaskInfo]:
+        """Tasks newest first, filtered by status and age.
+
+        ``status`` is one status, its string or a list of them; ``limit``
+        keeps the newest; ``older_than`` keeps tasks created at least that
+        long ago.
+        """
+        infos: Iterable[TaskInfo] = self._journal.infos.values()
+        if status is not None:
+            wanted = _statuses(status)
+            infos = (info for info in infos if info.status in wanted)
+        if older_than is not None:
+            cutoff = dt.datetime.now(dt.UTC) - older_than
+            infos = (info for info in infos if info.created_at <= cutoff)
+        ordered = sorted(infos, key=lambda info: info.created_at, reverse=True)
+        if limit is not None:
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+                raise UsageError(f"limit must be a non-negative int, not {limit!r}.")
+            ordered = ordered[:limit]
+        return ordered
+
+    # Futures
+
+    def get_task_future(self, task_id: str) -> asyncio.Future[Any]:
+        """A future for the task's result.
+
+        It raises the task's exception (or :class:`TaskFailedError` with the
+        task's error for a task that failed before this process started) and
+        ``asyncio.CancelledError`` for a cancelled task.
+
+        Raises:
+            TaskNotFoundError: no task has this id (a ``KeyError``).
+        """
+        future = asyncio.get_running_loop().create_future()
+        run = self._runs.get(task_id)
+        if run is not None and not run.finished:
+            run.waiters.append(future)
+            future.add_done_callback(lambda f: _discard(run.waiters, f))
+            return future
+        info = self._journal.infos.get(task_id)
+        if info is None:
+            raise TaskNotFoundError(
+                f"No task with id {task_id!r} exists.", task_id=task_id
+            )
+        _resolve_from_info(future, info)
+        return future
+
+    def get_task_futures(self, task_ids: Iterable[str]) -> list[asyncio.Future[Any]]:
+        """One future per id, in order (see :meth:`get_task_future`)."""
+        return [self.get_task_future(task_id) for task_id in task_ids]
+
+    async def wait_for_tasks(
+        self, task_ids: Sequence[str], timeout: float | None = None
+    ) -> list[Any]:
+        """Results in the order of ``task_ids``; a task's exception is raised.
+
+        Raises:
+            TimeoutError: some task did not finish within ``timeout`` seconds.
+        """
+        futures = self.get_task_futures(task_ids)
+        if not futures:
+            return []
+        _, pending = await asyncio.wait(futures, timeout=timeout)
+        if pending:
+            for future in pending:
+                future.cancel()
+            raise TimeoutError(
+                f"{len(pending)} of {len(futures)} tasks did not finish within "
+                f"{timeout} seconds."
+            )
+        return [future.result() for future in futures]
+
+    async def wait_for_any_task(
+        self, task_ids: Sequence[str], timeout: float | None = None
+    ) -> tuple[Any, str]:
+        """``(result, task_id)`` of the first task to finish.
+
+        Raises:
+            TimeoutError: none finished within ``timeout`` seconds.
+        """
+        futures = self.get_task_futures(task_ids)
+        if not futures:
+            raise UsageError("wait_for_any_task needs at least one task id.")
+        done, pending = await asyncio.wait(
+            futures, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        for future in pending:
+            future.cancel()
+        if not done:
+            raise TimeoutError(f"No task finished within {timeout} seconds.")
+        first = next(f for f in futures if f in done)
+        return first.result(), task_ids[futures.index(first)]
+
+    # The log
+
+    async def history(self, task_id: str) -> list[TaskEvent]:
+        """The task's events from the store, in version order.
+
+        Raises:
+            TaskNotFoundError: the log has no event of this task.
+        """
+        await self._journal.flush()
+        events = await self._store.read_task(task_id)
+        if not events:
+            raise TaskNotFoundError(
+                f"No task with id {task_id!r} exists.", task_id=task_id
+            )
+        return events
+
+    def _published(self, events: list[TaskEvent]) -> None:
+        publish = self._publish
+        if publish is None:
+            return
+        infos = self._journal.infos
+        for event in events:
+            try:
+                publish(*_event_message(event, infos.get(event.task_id)))
+            except Exception:  # noqa: BLE001 - a subscriber never breaks the log
+                logger.exception(
+                    "Publishing an event failed",
+                    extra={"action": "publish_failed", "task_id": event.task_id},
+                )
+
+    # Cache
+
+    async def invalidate_cache(
+        self,
+        task_func: Callable[..., Any] | str,
+        *args: Any,
+        cache_key_fn: Callable[[dict[str, Any]], str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> bool:
+        """Drop the cached result of ``task_func(*args, **kwargs)``."""
+        task_type, _ = resolve_task(task_func)
+        return await self.cache.invalidate(
+            task_type, args, kwargs, cache_key_fn=cache_key_fn, metadata=metadata
+        )
+
+    async def clear_cache(self) -> None:
+        """Drop every cached result."""
+        await self.cache.clear()
+
+    async def _start_cache_cleanup(self) -> None:
+        start = getattr(self.cache, "start_cleanup_task", None)
+        if start is not None:
+            await start()
+
+    async def _stop_cache_cleanup(self) -> None:
+        stop = getattr(self._cache, "stop_cleanup_task", None)
+        if stop is not None:
+            await stop()
+
+    # Housekeeping
+
+    async def _retention_loop(self) -> None:
+        if not self.task_retention_days:
+            return
+        while True:
+            await asyncio.sleep(min(3600.0, self.task_retention_days * 86400 / 24))
+            self.forget_finished(dt.timedelta(days=self.task_retention_days))
+
+    def forget_finished(self, older_than: dt.timedelta) -> int:
+        """Drop finished tasks older than ``older_than`` from the projection
+        (the log keeps them); returns how many were dropped."""
+        cutoff = dt.datetime.now(dt.UTC) - older_than
+        infos = self._journal.infos
+        stale = [
+            task_id
+            for task_id, info in infos.items()
+            if info.completed_at is not None and info.completed_at <= cutoff
+        ]
+        for task_id in stale:
+            del infos[task_id]
+        return len(stale)
+
+
+def _check_arguments(
+    task_type: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    metadata: dict[str, Any] | None,
+) -> None:
+    for index, value in enumerate(args):
+        encode_payload(value, f"Argument {index} of task {task_type!r}")
+    for name, value in kwargs.items():
+        encode_payload(value, f"Argument {name!r} of task {task_type!r}")
+    if metadata:
+        encode_payload(metadata, f"metadata of task {task_type!r}")
+
+
+def _statuses(status: Any) -> frozenset[TaskStatus]:
+    values = [status] if isinstance(status, str | TaskStatus) else list(status)
+    try:
+        return frozenset(TaskStatus(value) for value in values)
+    except ValueError:
+        known = ", ".join(s.value for s in TaskStatus)
+        raise UsageError(
+            f"Unknown task status in {status!r}; use one of {known}."
+        ) from None
+
+
+def _discard(waiters: list[asyncio.Future[Any]], future: asyncio.Future[Any]) -> None:
+    if future in waiters:
+        waiters.remove(future)
+
+
+def _resolve_from_info(future: asyncio.Future[Any], info: TaskInfo) -> None:
+    if info.status is TaskStatus.COMPLETED:
+        future.set_result(info.result)
+    elif info.status is TaskStatus.FAILED:
+        future.set_exception(TaskFailedError(info.error, task_id=info.id))
+    elif info.status is TaskStatus.CANCELLED:
+        future.cancel(info.error)
+    else:
+        future.set_exception(
+            TaskFailedError(
+                f"Task {info.id!r} is {info.status.value} but not held by this "
+                "worker, so it cannot be awaited here.",
+                task_id=info.id,
+            )
+        )
+
+
+def _event_message(
+    event: TaskEvent, info: TaskInfo | None
+) -> tuple[str, str, dict[str, Any]]:
+    metadata = info.metadata if info is not None else {}
+    group_id = metadata.get("group_id") or event.task_id
+    type_ = event.type
+    data = event.data
+    if type_ is EventType.PROGRESS:
+        progress = data["progress"]
+    elif type_ is EventType.COMPLETED:
+        progress = 1.0
+    elif type_ is EventType.QUEUED:
+        progress = 0.0
+    else:
+        progress = info.progress if info is not None else 0.0
+    event_id = f"{event.task_id}:{event.version}"
+    message: dict[str, Any] = {
+        "event_id": event_id,
+        "position": event.position,
+        "task_id": event.task_id,
+        "version": event.version,
+        "type": type_.value,
+        "status": _STATUS_OF[type_].value,
+        "progress": progress,
+        "at": event.at.isoformat(),
+        "group_id": group_id,
+        "task_type": info.task_type if info is not None else None,
+    }
+    if type_ is EventType.COMPLETED:
+        message["result"] = data.get("result")
+        message["from_cache"] = data.get("from_cache", False)
+    elif "error" in data:
+        message["error"] = data["error"]
+        message["error_type"] = data.get("error_type")
+    return event_id, group_id, message
