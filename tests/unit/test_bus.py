@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import gc
 import logging
@@ -658,3 +659,26 @@ async def test_async_for_ends_after_eviction_once_drained() -> None:
     assert events[1]["type"] == OVERFLOW
     assert events[1]["subscribed"] is False
     assert len(events) == 2
+
+
+def test_manager_started_on_a_finished_loop_starts_again_on_a_new_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    manager = EventManager(cleanup_interval=0.001)
+
+    async def start_and_prune() -> bool:
+        pruned = asyncio.Event()
+        monkeypatch.setattr(manager, "prune", pruned.set)
+        await manager.start()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                await pruned.wait()
+        return pruned.is_set()
+
+    with asyncio.Runner() as runner:
+        first = runner.run(start_and_prune())
+    with asyncio.Runner() as runner:
+        second = runner.run(start_and_prune())
+        runner.run(manager.stop())
+
+    assert (first, second) == (True, True)
