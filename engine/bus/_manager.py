@@ -230,7 +230,7 @@ class EventManager:
                 "Subscriber removed",
                 extra={"action": "subscriber_removed", "subscriber_id": subscriber_id},
             )
-        return COUNTS[removed]
+        return COUNTS[1] if removed else COUNTS[0]
 
     def publish_event(
         self, event_id: str, group_id: str | None, event_data: Event

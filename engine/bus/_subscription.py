@@ -60,7 +60,9 @@ class EventSubscription:
     @property
     def manager(self) -> _manager.EventManager:
         """The manager this subscription registers with."""
-        return self._manager or _manager.event_manager
+        if self._manager is None:
+            return _manager.event_manager
+        return self._manager
 
     @property
     def subscriber_id(self) -> str | None:
@@ -69,7 +71,7 @@ class EventSubscription:
 
     @property
     def queue(self) -> SubscriberQueue:
-        """The queue events arrive on; only while entered."""
+        """The queue events arrive on, once the subscription has been entered."""
         if self._queue is None:
             raise UsageError(
                 "This EventSubscription is not active; enter it with "
