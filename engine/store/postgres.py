@@ -1,0 +1,405 @@
+"""The PostgreSQL store: the production home of the log.
+
+The hot path (appends, reads, LISTEN) runs on asyncpg; SQLAlchemy's async
+engine is used only to check or migrate the schema on open. This module may
+import :mod:`engine.events`, :mod:`engine.exceptions`, :mod:`engine.constants`
+and the other modules of :mod:`engine.store`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+import asyncpg
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from engine.constants import EVENTS_TABLE, NOTIFY_CHANNEL
+from engine.events import EventType, TaskEvent, decode_payload, encode_payload
+from engine.exceptions import (
+    ConcurrencyConflictError,
+    PayloadEncodingError,
+    SchemaVersionError,
+    StoreError,
+    StoreUnavailableError,
+)
+from engine.store.base import EventStore
+from engine.store.pg_listener import PgListener
+from engine.store.urls import async_url, safe_url
+
+__all__ = [
+    "COMMIT_ORDER_LOCK_KEY",
+    "MAX_TASK_ID_LENGTH",
+    "PostgresEventStore",
+    "asyncpg_dsn",
+    "translate_error",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Key of the transaction-level advisory lock every insert into the log
+#: takes first (the first eight bytes of sha1("taskengine:append")).
+COMMIT_ORDER_LOCK_KEY = 0x2B8E_5F07_4C1D_93A6
+
+#: Longest task id the PostgreSQL log accepts. The unique index on
+#: ``(task_id, version)`` refuses entries over 2,704 bytes, and four bytes
+#: per character is the UTF-8 worst case.
+MAX_TASK_ID_LENGTH = 512
+
+# Commit order. Positions come from an identity sequence, and a sequence
+# hands out numbers when rows are inserted, not when they commit: with two
+# writers, A may take position 7 and B position 8, B commits, a tailing
+# reader reads 8 and moves its cursor past 7, then A commits 7 and the reader
+# never sees it. Every append therefore takes a transaction-level advisory
+# lock before its first row takes a position; the lock is released only
+# after the commit is visible, so positions are handed out, and become
+# visible, in commit order. The lock sits in a materialised CTE that the
+# insert joins, so it is acquired before the first nextval() of the
+# statement, and the whole append (lock, insert, NOTIFY, commit) stays one
+# round trip. The price is that appends from all processes commit one at a
+# time: docs/postgres.md gives the measured cost. The identity sequence must
+# keep CACHE 1, or sessions would draw numbers from private ranges out of
+# order. The alternative, storing the writer's xid8 and reading only below
+# the oldest running transaction, costs a column and a harder read query.
+# See https://www.postgresql.org/docs/current/explicit-locking.html#ADVISORY-LOCKS
+_APPEND = f"""
+WITH serialised AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock({COMMIT_ORDER_LOCK_KEY})
+), inserted AS (
+    INSERT INTO {EVENTS_TABLE} (task_id, version, type, at, data)
+    SELECT e.task_id, e.version, e.type, e.at, e.data
+    FROM serialised, unnest(
+        $1::text[], $2::int[], $3::text[], $4::timestamptz[], $5::jsonb[]
+    ) AS e(task_id, version, type, at, data)
+    RETURNING position
+)
+SELECT array_agg(position ORDER BY position) AS positions,
+    pg_notify('{NOTIFY_CHANNEL}', max(position)::text) AS notified
+FROM inserted
+"""
+_SELECT = f"SELECT position, task_id, version, type, at, data FROM {EVENTS_TABLE}"
+_READ = f"{_SELECT} WHERE position > $1 ORDER BY position LIMIT $2"
+_READ_TASK = f"{_SELECT} WHERE task_id = $1 ORDER BY version"
+_LAST_POSITION = f"SELECT coalesce(max(position), 0) FROM {EVENTS_TABLE}"
+
+_TYPES = {member.value: member for member in EventType}
+_TAG_MARK = '"$te"'
+_TAIL_RETRY_FIRST_S = 0.1
+_TAIL_RETRY_MAX_S = 5.0
+
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+_UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "28", "3D", "53", "57P")
+
+
+def asyncpg_dsn(url: str) -> str:
+    """The URL as asyncpg takes it: ``postgresql://`` without a driver."""
+    parsed = sa.engine.make_url(url).set(drivername="postgresql")
+    return parsed.render_as_string(hide_password=False)
+
+
+def translate_error(exc: BaseException, url: str) -> StoreError:
+    """Map an asyncpg or socket error to ours; the one place this backend does.
+
+    Callers raise the result ``from exc``.
+    """
+    where = safe_url(url)
+    sqlstate = getattr(exc, "sqlstate", None)
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return ConcurrencyConflictError(
+            "Another writer already recorded one of these task events "
+            f"({exc.detail or exc}).",
+            constraint_name=exc.constraint_name,
+            sqlstate=sqlstate,
+        )
+    if isinstance(exc, asyncpg.UndefinedTableError):
+        return SchemaVersionError(
+            f"The database at {where!r} has no event log table; run "
+            "'taskengine db upgrade --database URL'.",
+            sqlstate=sqlstate,
+        )
+    if _is_unavailable(exc, sqlstate):
+        return StoreUnavailableError(
+            f"The PostgreSQL log at {where!r} cannot be reached: {exc}.",
+            sqlstate=sqlstate,
+        )
+    return StoreError(
+        f"The PostgreSQL log at {where!r} failed: {type(exc).__name__}: {exc}.",
+        sqlstate=sqlstate,
+    )
+
+
+def _is_unavailable(exc: BaseException, sqlstate: str | None) -> bool:
+    if isinstance(
+        exc,
+        OSError
+        | TimeoutError
+        | asyncpg.ConnectionDoesNotExistError
+        | asyncpg.PostgresConnectionError,
+    ):
+        return True
+    return sqlstate is not None and sqlstate.startswith(_UNAVAILABLE_SQLSTATE_PREFIXES)
+
+
+def _check_text(value: str, path: str) -> None:
+    if "\x00" in value:
+        problem = "contains a NUL character"
+    elif value.isascii():
+        return
+    else:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            problem = "contains a lone surrogate"
+        else:
+            return
+    raise PayloadEncodingError(
+        f"The {path} {value[:80]!r} {problem}, which PostgreSQL text cannot "
+        "store; use printable text.",
+        path=path,
+    )
+
+
+def _columns(events: Sequence[TaskEvent]) -> tuple[list[Any], ...]:
+    task_ids, versions, types, ats, datas = [], [], [], [], []
+    dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+    for event in events:
+        task_id = event.task_id
+        if len(task_id) > MAX_TASK_ID_LENGTH:
+            raise PayloadEncodingError(
+                f"The task id {task_id[:40]!r}... is {len(task_id):,} characters "
+                f"long; the PostgreSQL log accepts at most {MAX_TASK_ID_LENGTH}.",
+                path="task_id",
+            )
+        _check_text(task_id, "task id")
+        task_ids.append(task_id)
+        versions.append(event.version)
+        types.append(event.type.value)
+        ats.append(event.at)
+        datas.append(dumps(encode_payload(event.data, "event data")))
+    return task_ids, versions, types, ats, datas
+
+
+def _decode(rows: Sequence[Any]) -> list[TaskEvent]:
+    build, loads, types = TaskEvent.build, json.loads, _TYPES
+    events = []
+    for position, task_id, version, type_, at, raw in rows:
+        data = loads(raw)
+        if _TAG_MARK in raw:
+            data = decode_payload(data)
+        events.append(build(position, task_id, version, types[type_], at, data))
+    return events
+
+
+class PostgresEventStore(EventStore):
+    """An :class:`EventStore` in a PostgreSQL database.
+
+    Args:
+        url: ``postgresql://...`` or ``postgresql+asyncpg://...``.
+        migrate: bring the schema to head on open; otherwise a database
+            behind or ahead of this code is refused.
+        min_connections: connections the pool keeps open.
+        max_connections: most connections the pool opens.
+        connect_timeout_s: how long to wait for a new connection.
+        application_name: shown in ``pg_stat_activity``; the LISTEN
+            connection adds ``_listener``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        migrate: bool = False,
+        min_connections: int = 1,
+        max_connections: int = 10,
+        connect_timeout_s: float = 10.0,
+        application_name: str = "taskengine",
+    ) -> None:
+        self.url = safe_url(url)
+        self._raw_url = url
+        self._dsn = asyncpg_dsn(url)
+        self._migrate = migrate
+        self._min_connections = min_connections
+        self._max_connections = max_connections
+        self._connect_timeout_s = connect_timeout_s
+        self._application_name = application_name
+        self._pool: asyncpg.Pool | None = None
+        self._listener: PgListener | None = None
+
+    @contextlib.contextmanager
+    def _translated(self) -> Iterator[None]:
+        try:
+            yield
+        except _DRIVER_ERRORS as exc:
+            raise translate_error(exc, self._raw_url) from exc
+
+    async def open(self) -> None:
+        """Check (or migrate) the schema, then open the connection pool.
+
+        Raises:
+            SchemaVersionError: the schema is not at this code's head.
+            StoreUnavailableError: the server cannot be reached.
+        """
+        if self._pool is not None:
+            return
+        await self._check_schema()
+        with self._translated():
+            self._pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=self._min_connections,
+                max_size=self._max_connections,
+                timeout=self._connect_timeout_s,
+                server_settings={"application_name": self._application_name},
+            )
+        logger.info(
+            "Event store opened",
+            extra={"action": "store_opened", "url": self.url},
+        )
+
+    async def _check_schema(self) -> None:
+        from engine.store.migrate import ensure_schema
+
+        engine = create_async_engine(
+            async_url(self._raw_url),
+            poolclass=sa.pool.NullPool,
+            connect_args={"timeout": self._connect_timeout_s},
+        )
+        try:
+            async with engine.connect() as connection:
+                await connection.run_sync(
+                    ensure_schema, upgrade=self._migrate, url=self._raw_url
+                )
+        except sa.exc.DBAPIError as exc:
+            cause = exc.orig.__cause__ if exc.orig is not None else None
+            raise translate_error(cause or exc, self._raw_url) from exc
+        except _DRIVER_ERRORS as exc:
+            raise translate_error(exc, self._raw_url) from exc
+        finally:
+            await engine.dispose()
+
+    async def close(self) -> None:
+        """Stop the listener and close every connection."""
+        listener, self._listener = self._listener, None
+        pool, self._pool = self._pool, None
+        if listener is not None:
+            await listener.close()
+        if pool is not None:
+            with self._translated():
+                await pool.close()
+
+    def _open_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreError(
+                f"The PostgreSQL store for {self.url!r} is closed; call "
+                "'await store.open()' first."
+            )
+        return self._pool
+
+    async def append(self, events: Sequence[TaskEvent]) -> list[int]:
+        """Write ``events`` in one transaction and one round trip.
+
+        Raises:
+            PayloadEncodingError: a task id or payload cannot be stored; no
+                event of the batch is written.
+            ConcurrencyConflictError: an event's ``(task_id, version)`` exists.
+            StoreUnavailableError: the server cannot be reached.
+        """
+        if not events:
+            return []
+        columns = _columns(events)
+        pool = self._open_pool()
+        with self._translated():
+            positions = await pool.fetchval(_APPEND, *columns)
+        logger.debug(
+            "Append batch flushed",
+            extra={
+                "action": "append_batch_flushed",
+                "batch_size": len(events),
+                "position": positions[-1],
+            },
+        )
+        return list(positions)
+
+    async def read(self, after: int = 0, limit: int | None = None) -> list[TaskEvent]:
+        pool = self._open_pool()
+        with self._translated():
+            rows = await pool.fetch(_READ, after, limit)
+        return _decode(rows)
+
+    async def read_task(self, task_id: str) -> list[TaskEvent]:
+        pool = self._open_pool()
+        with self._translated():
+            rows = await pool.fetch(_READ_TASK, task_id)
+        return _decode(rows)
+
+    async def last_position(self) -> int:
+        pool = self._open_pool()
+        with self._translated():
+            return int(await pool.fetchval(_LAST_POSITION))
+
+    async def tail(
+        self, after: int, *, poll_interval_s: float = 1.0, batch_size: int = 1_000
+    ) -> AsyncIterator[list[TaskEvent]]:
+        """Yield batches of events after position ``after`` as they commit.
+
+        Woken by ``LISTEN`` on the store's listener connection, with a poll
+        every ``poll_interval_s`` as the fallback. Each event is yielded once,
+        in log order; after the listener reconnects, or after the server was
+        unreachable for a while, reading resumes from the last event yielded.
+        The iteration ends when the store is closed.
+        """
+        listener = await self._start_listener()
+        wake = listener.subscribe()
+        try:
+            while True:
+                wake.clear()
+                batch = await self._tail_read(after, batch_size)
+                if batch is None:
+                    return
+                if batch:
+                    position = batch[-1].position
+                    assert position is not None
+                    after = position
+                    yield batch
+                    if len(batch) == batch_size:
+                        continue
+                await listener.wait(wake, poll_interval_s)
+        finally:
+            listener.unsubscribe(wake)
+
+    async def _start_listener(self) -> PgListener:
+        self._open_pool()
+        if self._listener is None:
+            self._listener = PgListener(self._connect_listener, NOTIFY_CHANNEL)
+        listener = self._listener
+        await listener.start()
+        return listener
+
+    async def _connect_listener(self) -> asyncpg.Connection:
+        return await asyncpg.connect(
+            self._dsn,
+            timeout=self._connect_timeout_s,
+            server_settings={"application_name": f"{self._application_name}_listener"},
+        )
+
+    async def _tail_read(self, after: int, limit: int) -> list[TaskEvent] | None:
+        delay_s = _TAIL_RETRY_FIRST_S
+        while self._pool is not None:
+            try:
+                return await self.read(after, limit)
+            except StoreUnavailableError as exc:
+                logger.warning(
+                    "Tail read failed, retrying",
+                    extra={
+                        "action": "tail_read_retried",
+                        "position": after,
+                        "error": str(exc)[:250],
+                    },
+                )
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, _TAIL_RETRY_MAX_S)
+        return None
