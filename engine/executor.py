@@ -1,12 +1,16 @@
 """Runs one task: a short sequence of named steps.
 
-resolve -> cache lookup -> start -> run with timeout and progress ->
-classify the outcome -> record it -> store it in the cache.
+cache lookup -> start -> run with timeout and progress -> classify the
+outcome -> record it -> store it in the cache.
 
-The outcome is decided exactly once per run (``_settle``): by the body
-finishing, by its timeout, or by ``cancel_task``. Whichever comes first
-records the terminal event and frees the worker slot at once; a late result
-of a body that ignored its cancellation changes nothing.
+The body runs inline in the worker coroutine that took the task: no extra
+asyncio task per run. The outcome is decided exactly once (``run.finished``):
+by the body returning or raising, by its timeout, or by ``cancel_task``. A
+timeout or a cancellation records the outcome first, then interrupts the
+worker coroutine at the body's current ``await`` and retires it: a fresh
+worker coroutine takes its slot at once, so a body that ignores its
+cancellation cannot hold a slot, and whatever it returns later changes
+nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -49,19 +52,14 @@ class TaskRun:
     cache_ttl: int | None = None
     cache_key_fn: Callable[[dict[str, Any]], str] | None = None
     attempt: int = 1
-    handle: asyncio.Task[Any] | None = None
+    taken: bool = False
+    finished: bool = False
+    completed: bool = False
+    runner: asyncio.Task[Any] | None = None
     timer: asyncio.TimerHandle | None = None
     reporter: ProgressReporter | None = None
-    settled: asyncio.Future[None] | None = None
-    started_at_s: float = 0.0
     result: Any = None
-    error: BaseException | None = None
     waiters: list[asyncio.Future[Any]] = field(default_factory=list)
-
-    @property
-    def finished(self) -> bool:
-        """True once the outcome was recorded."""
-        return self.settled is not None and self.settled.done()
 
 
 def describe_error(exc: BaseException) -> tuple[str, str]:
@@ -103,29 +101,52 @@ class TaskExecutor:
     def __init__(self, worker: AsyncTaskWorker) -> None:
         self._worker = worker
         self._journal = worker._journal
-        self._node_id = worker.node_id
+        self._persistent = worker._journal.store.persistent
 
-    async def execute(self, run: TaskRun) -> None:
-        """Run ``run`` to its outcome; returns when its slot is free."""
-        loop = asyncio.get_running_loop()
-        run.settled = loop.create_future()
+    async def execute(self, run: TaskRun, runner: asyncio.Task[Any]) -> None:
+        """Run ``run`` to its outcome inside the worker coroutine ``runner``.
+
+        Raises:
+            asyncio.CancelledError: only when ``runner`` itself is cancelled
+                from outside (the pool is stopping), never for a task's own
+                cancellation or timeout.
+        """
         if run.use_cache and await self._serve_from_cache(run):
             return
         if run.finished:
             return
         self._start(run)
-        self._launch(run, loop)
-        await run.settled
-        if run.use_cache and run.error is None and run.handle is not None:
+        try:
+            result = await self._call(run, runner)
+        except asyncio.CancelledError:
+            run.runner = None
+            if run.finished:
+                return  # we interrupted it: the outcome is recorded
+            self._worker._finish_cancelled(
+                run, "The task was cancelled from inside its own code."
+            )
+            if runner.cancelling():
+                raise
+            return
+        except Exception as exc:  # noqa: BLE001 - the task's own failure
+            run.runner = None
+            if not run.finished:
+                self._worker._finish_failed(run, exc)
+            return
+        run.runner = None
+        if run.finished:
+            return  # a late result after a timeout or cancel changes nothing
+        self._classify_result(run, result)
+        if run.use_cache and run.completed:
             await self._store_in_cache(run)
 
     # Steps
 
     def _start(self, run: TaskRun) -> None:
-        run.started_at_s = time.monotonic()
         data: dict[str, Any] = {"attempt": run.attempt}
-        if self._node_id is not None:
-            data["node_id"] = self._node_id
+        node_id = self._worker.node_id
+        if node_id is not None:
+            data["node_id"] = node_id
         self._journal.record(run.task_id, EventType.STARTED, data)
         if logger.isEnabledFor(logging.INFO):
             logger.info(
@@ -135,45 +156,29 @@ class TaskExecutor:
                     "task_id": run.task_id,
                     "task_type": run.task_type,
                     "attempt": run.attempt,
-                    "node_id": self._node_id,
+                    "node_id": node_id,
                 },
             )
 
-    def _launch(self, run: TaskRun, loop: asyncio.AbstractEventLoop) -> None:
+    def _call(self, run: TaskRun, runner: asyncio.Task[Any]) -> Any:
         kwargs = run.kwargs
         if accepts_progress(run.func):
             run.reporter = ProgressReporter(
                 run.task_id, lambda p: self._progress(run, p)
             )
             kwargs = {**kwargs, "progress_callback": run.reporter}
-        coro = run.func(*run.args, **kwargs)
-        run.handle = loop.create_task(coro)
-        run.handle.add_done_callback(lambda handle: self._body_done(run, handle))
         if run.timeout_s is not None:
+            loop = asyncio.get_running_loop()
             run.timer = loop.call_later(run.timeout_s, self._timed_out, run)
+        run.runner = runner
+        return run.func(*run.args, **kwargs)
 
     def _progress(self, run: TaskRun, value: float) -> None:
         if not run.finished:
             self._journal.record(run.task_id, EventType.PROGRESS, {"progress": value})
 
-    def _body_done(self, run: TaskRun, handle: asyncio.Task[Any]) -> None:
-        if run.finished:
-            if not handle.cancelled():
-                handle.exception()  # consumed: the outcome was decided already
-            return
-        if handle.cancelled():
-            self._worker._finish_cancelled(
-                run, "The task was cancelled from inside its own code."
-            )
-            return
-        exc = handle.exception()
-        if exc is not None:
-            self._worker._finish_failed(run, exc)
-            return
-        self._classify_result(run, handle.result())
-
     def _classify_result(self, run: TaskRun, result: Any) -> None:
-        if self._journal.store.persistent:
+        if self._persistent:
             try:
                 encode_payload(result, "result")
             except PayloadEncodingError as exc:
@@ -190,8 +195,7 @@ class TaskExecutor:
         if run.finished:
             return
         self._worker._finish_failed(run, TimeoutError(TIMED_OUT), timed_out=True)
-        if run.handle is not None:
-            run.handle.cancel()
+        self._worker._interrupt(run)
 
     # Cache
 

@@ -50,6 +50,8 @@ class Journal:
         self._retry_delay_s = retry_delay_s
         self._max_retry_delay_s = max_retry_delay_s
         self._append_now = getattr(store, "append_now", None)
+        # The memory store appends in place: nothing to batch or wait for.
+        self._append_one = getattr(store, "append_one", None)
         self._pending: list[TaskEvent] = []
         self._commit: asyncio.Future[None] | None = None
         self._scheduled = False
@@ -67,6 +69,9 @@ class Journal:
         event = TaskEvent.build(None, task_id, version, type_, utcnow(), data)
         info = apply(info, event)
         self.infos[task_id] = info
+        if self._append_one is not None and not self._pending:
+            self._append_single(event)
+            return info
         self._pending.append(event)
         if not self._scheduled:
             self._scheduled = True
@@ -116,6 +121,16 @@ class Journal:
             self._write_in_place()
         elif self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._drain())
+
+    def _append_single(self, event: TaskEvent) -> None:
+        try:
+            position = self._append_one(event)
+        except StoreError as exc:
+            self._reject([event], exc)
+            return
+        self.appended_events += 1
+        _seal(event, position)
+        self._on_committed([event])
 
     def _take(self) -> tuple[list[TaskEvent], asyncio.Future[None] | None]:
         batch, self._pending = self._pending, []
@@ -220,15 +235,21 @@ class Journal:
                     "position": positions[-1] if positions else None,
                 },
             )
-        self._on_committed(
-            [event.with_position(p) for event, p in zip(batch, positions, strict=True)]
-        )
+        for event, position in zip(batch, positions, strict=True):
+            _seal(event, position)
+        self._on_committed(batch if isinstance(batch, list) else list(batch))
 
     def _log_unavailable(self, exc: StoreError) -> None:
         logger.warning(
             "Event store unavailable, retrying the append",
             extra={"action": "append_retry_scheduled", "error": str(exc)},
         )
+
+
+def _seal(event: TaskEvent, position: int) -> None:
+    # The event was built by record() and has not been shown to anyone yet:
+    # giving it its position in place saves a copy per event.
+    event.__dict__["position"] = position
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

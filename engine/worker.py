@@ -154,6 +154,8 @@ class AsyncTaskWorker:
         self._runs: dict[str, TaskRun] = {}
         self._pool: list[asyncio.Task[None]] = []
         self._busy: set[asyncio.Task[None]] = set()
+        self._retired: set[asyncio.Task[Any]] = set()
+        self._stragglers: set[asyncio.Task[Any]] = set()
         self._room: asyncio.Semaphore | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._publish: Callable[[str, str, dict[str, Any]], Any] | None = None
@@ -217,10 +219,9 @@ class AsyncTaskWorker:
         if self.max_queue_size is not None:
             self._room = asyncio.Semaphore(self.max_queue_size)
         self.running = True
-        self._pool = [
-            asyncio.create_task(self._pool_worker(), name=f"taskengine-worker-{i}")
-            for i in range(self.max_workers)
-        ]
+        self._pool = []
+        for _ in range(self.max_workers):
+            self._spawn_pool_worker()
         await replay_and_resume(self)
         if self._cache is not None or self.cache_enabled:
             await self._start_cache_cleanup()
@@ -245,18 +246,21 @@ class AsyncTaskWorker:
         for task in self._pool:
             if task not in self._busy:
                 task.cancel()
-        running = [run.settled for run in self._runs.values() if run.settled]
-        if running:
-            await asyncio.wait(running, timeout=timeout)
+        busy = list(self._busy)
+        if busy:
+            await asyncio.wait(busy, timeout=timeout)
         for run in list(self._runs.values()):
-            if run.handle is not None and not run.finished:
+            if run.runner is not None and not run.finished:
                 self._finish_cancelled(
                     run, "The worker stopped before the task finished."
                 )
-                run.handle.cancel()
-        for task in self._pool:
+                self._interrupt(run)
+        leftovers = [*self._pool, *self._stragglers]
+        for task in leftovers:
             task.cancel()
-        await asyncio.gather(*self._pool, return_exceptions=True)
+        if leftovers:
+            # A body that ignores cancellation is left behind, not awaited.
+            await asyncio.wait(leftovers, timeout=1.0)
         self._pool = []
         if self._housekeeping is not None:
             self._housekeeping.cancel()
@@ -279,21 +283,48 @@ class AsyncTaskWorker:
             },
         )
 
+    def _spawn_pool_worker(self) -> None:
+        index = len(self._pool)
+        task = asyncio.create_task(
+            self._pool_worker(), name=f"taskengine-worker-{index}"
+        )
+        self._pool.append(task)
+
     async def _pool_worker(self) -> None:
-        current = asyncio.current_task()
-        assert current is not None
-        while True:
+        me = asyncio.current_task()
+        assert me is not None
+        while self.running:
             task_id = await self._queue.get()
             run = self._runs.get(task_id)
-            if run is None or run.finished or not self.running:
+            if run is None or run.finished or run.taken:
                 continue
+            run.taken = True
             if self._room is not None:
                 self._room.release()
-            self._busy.add(current)
+            self._busy.add(me)
             try:
-                await self._executor.execute(run)
+                await self._executor.execute(run, me)
             finally:
-                self._busy.discard(current)
+                self._busy.discard(me)
+            if me in self._retired:
+                self._retired.discard(me)
+                return
+
+    def _interrupt(self, run: TaskRun) -> None:
+        """Interrupt a running body whose outcome was just recorded, and put a
+        fresh worker coroutine in its slot."""
+        runner = run.runner
+        if runner is None:
+            return
+        run.runner = None
+        self._retired.add(runner)
+        if runner in self._pool:
+            self._pool.remove(runner)
+        self._stragglers.add(runner)
+        runner.add_done_callback(self._stragglers.discard)
+        runner.cancel()
+        if self.running:
+            self._spawn_pool_worker()
 
     # Adding tasks
 
@@ -487,6 +518,7 @@ class AsyncTaskWorker:
             data["from_cache"] = True
             data["cache_key"] = cache_key
         run.result = result
+        run.completed = True
         self._settle(run, EventType.COMPLETED, data)
         self.counters["completed"] += 1
         for waiter in run.waiters:
@@ -500,7 +532,6 @@ class AsyncTaskWorker:
         data = {"error": message, "error_type": error_type, "attempt": run.attempt}
         if timed_out:
             data["timeout"] = run.timeout_s
-        run.error = exc
         self._settle(run, EventType.FAILED, data)
         self.counters["failed"] += 1
         logger.error(
@@ -519,7 +550,6 @@ class AsyncTaskWorker:
                 waiter.set_exception(exc)
 
     def _finish_cancelled(self, run: TaskRun, reason: str) -> None:
-        run.error = asyncio.CancelledError(reason)
         data = {"error": reason, "error_type": "CancelledError"}
         self._settle(run, EventType.CANCELLED, data)
         self.counters["cancelled"] += 1
@@ -527,16 +557,13 @@ class AsyncTaskWorker:
             waiter.cancel(reason)
 
     def _settle(self, run: TaskRun, type_: EventType, data: dict[str, Any]) -> None:
+        run.finished = True
         self._journal.record(run.task_id, type_, data)
         if run.timer is not None:
             run.timer.cancel()
             run.timer = None
         if run.reporter is not None:
             run.reporter.close()
-        if run.settled is None:
-            run.settled = asyncio.get_running_loop().create_future()
-        if not run.settled.done():
-            run.settled.set_result(None)
         self._runs.pop(run.task_id, None)
         if logger.isEnabledFor(logging.INFO) and type_ is not EventType.FAILED:
             logger.info(
@@ -561,13 +588,10 @@ class AsyncTaskWorker:
         run = self._runs.get(task_id)
         if run is None or run.finished:
             return False
-        if run.handle is not None and run.handle.done():
-            return False
-        still_queued = run.settled is None
         self._finish_cancelled(run, "cancelled")
-        if run.handle is not None:
-            run.handle.cancel()
-        elif still_queued and self._room is not None:
+        if run.runner is not None:
+            self._interrupt(run)
+        elif not run.taken and self._room is not None:
             self._room.release()
         await self._journal.durable()
         return True

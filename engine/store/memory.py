@@ -54,6 +54,24 @@ class MemoryEventStore(EventStore):
             positions.append(position)
         return positions
 
+    def append_one(self, event: TaskEvent) -> int:
+        """Append a single event in place and return its position."""
+        if self._closed:
+            raise StoreError("The memory store is closed; no more appends.")
+        task_id = event.task_id
+        positions = self._by_task.get(task_id)
+        expected = len(positions) + 1 if positions is not None else 1
+        if event.version != expected:
+            self._check_versions((event,))
+        rows = self._rows
+        rows.append((task_id, event.version, event.type, event.at, event.data))
+        position = len(rows)
+        if positions is None:
+            self._by_task[task_id] = [position]
+        else:
+            positions.append(position)
+        return position
+
     def _check_versions(self, events: Sequence[TaskEvent]) -> None:
         expected: dict[str, int] = {}
         for event in events:

@@ -191,18 +191,27 @@ class SQLiteEventStore(EventStore):
             raise StoreError("The SQLite store is closed; no more appends.")
         rows = [encode_row(event) for event in events]
         try:
-            writer.execute("BEGIN IMMEDIATE")
-            try:
-                writer.executemany(_INSERT, rows)
-                last = writer.execute("SELECT last_insert_rowid()").fetchone()[0]
-                writer.execute("COMMIT")
-            except BaseException:
-                writer.execute("ROLLBACK")
-                raise
+            if len(rows) == 1:
+                # One statement in autocommit mode is its own transaction.
+                last = writer.execute(_INSERT, rows[0]).lastrowid
+            else:
+                last = self._insert_many(writer, rows)
         except sqlite3.Error as exc:
             raise translate_error(exc, events) from exc
         first = last - len(rows) + 1
         return list(range(first, last + 1))
+
+    @staticmethod
+    def _insert_many(writer: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:
+        writer.execute("BEGIN IMMEDIATE")
+        try:
+            writer.executemany(_INSERT, rows)
+            last = writer.execute("SELECT last_insert_rowid()").fetchone()[0]
+            writer.execute("COMMIT")
+        except BaseException:
+            writer.execute("ROLLBACK")
+            raise
+        return int(last)
 
     async def append(self, events: Sequence[TaskEvent]) -> list[int]:
         return self.append_now(events)

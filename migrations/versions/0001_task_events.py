@@ -42,11 +42,8 @@ def upgrade() -> None:
         sa.UniqueConstraint(
             "task_id", "version", name="task_events_task_id_version_key"
         ),
-        sqlite_autoincrement=True,
     )
-    op.create_index("task_events_type_at_idx", "task_events", ["type", "at"])
 
 
 def downgrade() -> None:
-    op.drop_index("task_events_type_at_idx", table_name="task_events")
     op.drop_table("task_events")
