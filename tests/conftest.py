@@ -6,7 +6,9 @@ import asyncio
 import concurrent.futures
 import itertools
 import os
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 import asyncpg
@@ -143,3 +145,10 @@ def empty_postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
         yield postgres_server.url_for(name)
     finally:
         postgres_server.drop(name)
+
+
+# This folder is on sys.path (it is not a package), so tests/migrations would
+# be found as a namespace package and hide the real ``migrations`` package,
+# which the editable install's finder only offers after sys.path is searched.
+# A regular package anywhere on sys.path wins, so the repository root goes in.
+sys.path.append(str(Path(__file__).resolve().parents[1]))

@@ -145,7 +145,7 @@ def _is_unavailable(exc: BaseException, sqlstate: str | None) -> bool:
     return sqlstate is not None and sqlstate.startswith(_UNAVAILABLE_SQLSTATE_PREFIXES)
 
 
-def _check_text(value: str, path: str) -> None:
+def _check_task_id(value: str) -> None:
     if "\x00" in value:
         problem = "contains a NUL character"
     elif value.isascii():
@@ -158,9 +158,9 @@ def _check_text(value: str, path: str) -> None:
         else:
             return
     raise PayloadEncodingError(
-        f"The {path} {value[:80]!r} {problem}, which PostgreSQL text cannot "
+        f"The task id {value[:80]!r} {problem}, which PostgreSQL text cannot "
         "store; use printable text.",
-        path=path,
+        path="task_id",
     )
 
 
@@ -175,7 +175,7 @@ def _columns(events: Sequence[TaskEvent]) -> tuple[list[Any], ...]:
                 f"long; the PostgreSQL log accepts at most {MAX_TASK_ID_LENGTH}.",
                 path="task_id",
             )
-        _check_text(task_id, "task id")
+        _check_task_id(task_id)
         task_ids.append(task_id)
         versions.append(event.version)
         types.append(event.type.value)
@@ -370,6 +370,14 @@ class PostgresEventStore(EventStore):
                 await listener.wait(wake, poll_interval_s)
         finally:
             listener.unsubscribe(wake)
+
+    async def start_listening(self) -> None:
+        """Open the LISTEN connection now rather than on the first :meth:`tail`.
+
+        Returns after the first connection attempt; when it failed, tails poll
+        until the listener's supervisor reconnects.
+        """
+        await self._start_listener()
 
     async def _start_listener(self) -> PgListener:
         self._open_pool()

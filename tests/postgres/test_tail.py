@@ -1,0 +1,153 @@
+"""``PostgresEventStore.tail``: LISTEN wake-ups, fallback poll, reconnection."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from engine.events import EventType, TaskEvent, utcnow
+from engine.store.postgres import PostgresEventStore, asyncpg_dsn
+
+pytestmark = pytest.mark.postgres
+
+
+def _events(prefix: str, count: int) -> list[TaskEvent]:
+    return [
+        TaskEvent.build(None, f"{prefix}{i}", 1, EventType.QUEUED, utcnow(), {})
+        for i in range(count)
+    ]
+
+
+async def _collect(
+    batches: AsyncIterator[list[TaskEvent]], into: list[int], until: int
+) -> None:
+    async for batch in batches:
+        into.extend(event.position for event in batch)
+        if into and into[-1] >= until:
+            return
+
+
+async def _listener_pid(url: str) -> int:
+    connection = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        return await connection.fetchval(
+            "SELECT pid FROM pg_stat_activity "
+            "WHERE datname = current_database() "
+            "AND application_name = 'taskengine_listener'"
+        )
+    finally:
+        await connection.close()
+
+
+async def _terminate(url: str, pid: int) -> None:
+    connection = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        assert await connection.fetchval("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await connection.close()
+
+
+async def test_tail_yields_events_after_position_then_new_ones(
+    pg_store: PostgresEventStore,
+):
+    old = await pg_store.append(_events("old", 3))
+    seen: list[int] = []
+    tail = pg_store.tail(old[0], poll_interval_s=60)
+
+    first = await anext(tail)
+    new = await pg_store.append(_events("new", 2))
+    second = await anext(tail)
+    await tail.aclose()
+
+    seen = [e.position for e in first + second]
+    assert seen == old[1:] + new
+
+
+async def test_tail_is_woken_by_notify_from_another_store(
+    pg_store: PostgresEventStore, postgres_url: str
+):
+    other = PostgresEventStore(postgres_url)
+    await other.open()
+    tail = pg_store.tail(0, poll_interval_s=60)
+    waiting = asyncio.ensure_future(anext(tail))
+    await pg_store.start_listening()
+
+    positions = await other.append(_events("x", 4))
+
+    batch = await asyncio.wait_for(waiting, 10)
+    await tail.aclose()
+    await other.close()
+    assert [e.position for e in batch] == positions
+
+
+async def test_tail_falls_back_to_polling_without_notify(
+    pg_store: PostgresEventStore, postgres_url: str
+):
+    tail = pg_store.tail(0, poll_interval_s=0.05)
+    waiting = asyncio.ensure_future(anext(tail))
+    connection = await asyncpg.connect(asyncpg_dsn(postgres_url))
+    await connection.execute(
+        "INSERT INTO task_events (task_id, version, type, at, data) "
+        "VALUES ('silent', 1, 'queued', now(), '{}')"
+    )
+    await connection.close()
+
+    batch = await asyncio.wait_for(waiting, 10)
+    await tail.aclose()
+    assert [e.task_id for e in batch] == ["silent"]
+
+
+async def test_tail_reconnects_after_listener_backend_is_terminated(
+    pg_store: PostgresEventStore, postgres_url: str, actions
+):
+    seen: list[int] = []
+    first = await pg_store.append(_events("a", 2))
+    tail = pg_store.tail(0, poll_interval_s=60)
+    await _collect(tail, seen, first[-1])
+    lost = actions.next("listener_connection_lost")
+    reconnected = actions.next("listener_reconnected")
+
+    await _terminate(postgres_url, await _listener_pid(postgres_url))
+    await asyncio.wait_for(lost, 10)
+    during = await pg_store.append(_events("b", 3))
+    record = await asyncio.wait_for(reconnected, 10)
+    await asyncio.wait_for(_collect(tail, seen, during[-1]), 10)
+    after = await pg_store.append(_events("c", 2))
+    await asyncio.wait_for(_collect(tail, seen, after[-1]), 10)
+    await tail.aclose()
+
+    assert record.levelname == "WARNING"
+    assert seen == first + during + after
+
+
+async def test_tail_delivers_each_event_once_from_writer_processes(
+    pg_store: PostgresEventStore, writers
+):
+    await writers.start(count=3, batches=100, max_batch=5)
+    seen: list[int] = []
+    tail = pg_store.tail(0, poll_interval_s=60, batch_size=50)
+    await pg_store.start_listening()
+
+    writers.release()
+    await writers.finish()
+    last = await pg_store.last_position()
+    await asyncio.wait_for(_collect(tail, seen, last), 20)
+    await tail.aclose()
+
+    assert seen == [event.position for event in await pg_store.read()]
+
+
+async def test_tail_ends_when_the_store_is_closed(postgres_url: str):
+    store = PostgresEventStore(postgres_url)
+    await store.open()
+    tail = store.tail(0, poll_interval_s=60)
+    waiting = asyncio.ensure_future(anext(tail))
+    await store.start_listening()
+
+    await store.close()
+
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(waiting, 10)
