@@ -87,6 +87,11 @@ class Journal:
         self.infos[event.task_id] = info
         return info
 
+    @property
+    def has_pending(self) -> bool:
+        """True while some recorded event is not yet in the store."""
+        return bool(self._pending)
+
     def durable(self) -> asyncio.Future[None]:
         """A future done once every event recorded so far is committed."""
         if not self._pending:

@@ -40,14 +40,16 @@ logger = logging.getLogger(__name__)
 
 TaskSpec = dict[str, Any]
 
+# Plain strings for the published messages (enum attribute access is slow).
 _STATUS_OF = {
-    EventType.QUEUED: TaskStatus.PENDING,
-    EventType.STARTED: TaskStatus.RUNNING,
-    EventType.PROGRESS: TaskStatus.RUNNING,
-    EventType.COMPLETED: TaskStatus.COMPLETED,
-    EventType.FAILED: TaskStatus.FAILED,
-    EventType.CANCELLED: TaskStatus.CANCELLED,
+    EventType.QUEUED: "pending",
+    EventType.STARTED: "running",
+    EventType.PROGRESS: "running",
+    EventType.COMPLETED: "completed",
+    EventType.FAILED: "failed",
+    EventType.CANCELLED: "cancelled",
 }
+_TYPE_NAME = {type_: str(type_.value) for type_ in EventType}
 _ADD_TASK_KEYWORDS = frozenset(
     {
         "priority",
@@ -361,7 +363,8 @@ class AsyncTaskWorker:
         if self._room is not None:
             await self._room.acquire()
         self._record_queued(run)
-        await self._journal.durable()
+        if self._journal.has_pending:
+            await self._journal.durable()
         self._confirm_queued(run)
         return run.task_id
 
@@ -852,8 +855,8 @@ def _event_message(
         "position": event.position,
         "task_id": event.task_id,
         "version": event.version,
-        "type": type_.value,
-        "status": _STATUS_OF[type_].value,
+        "type": _TYPE_NAME[type_],
+        "status": _STATUS_OF[type_],
         "progress": progress,
         "at": event.at.isoformat(),
         "group_id": group_id,

@@ -1,0 +1,405 @@
+"""The ``taskengine`` command: run the demo, a worker or the HTTP service,
+migrate the database, and read the log (tasks, history, replay, tail,
+report, export).
+
+The only module that configures logging: the library itself never adds
+handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from engine.constants import DATABASE_URL_ENV, DEFAULT_DATABASE_URL
+from engine.exceptions import TaskEngineError
+from engine.store.urls import backend_of, safe_url
+
+__all__ = ["build_parser", "main"]
+
+console = Console()
+errors = Console(stderr=True)
+
+
+def _database(args: argparse.Namespace) -> str:
+    return args.database or os.environ.get(DATABASE_URL_ENV) or DEFAULT_DATABASE_URL
+
+
+def _add_database(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database",
+        metavar="URL",
+        help=(
+            f"the event log: sqlite+aiosqlite:///path.db or "
+            f"postgresql+asyncpg://... (default: ${DATABASE_URL_ENV}, else "
+            f"{DEFAULT_DATABASE_URL})"
+        ),
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="taskengine",
+        description="An event-sourced asynchronous task engine.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="index files, one task per file")
+    demo.add_argument("directory", nargs="?", type=Path, help="default: the stdlib")
+    demo.add_argument("--workers", type=int, default=8)
+    demo.add_argument("--pattern", default="*", help="glob of files to index")
+    demo.add_argument("--limit", type=int, help="index at most this many files")
+    _add_database(demo)
+
+    worker = commands.add_parser("worker", help="run a worker on the log")
+    worker.add_argument("--workers", type=int, default=10)
+    worker.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import a module registering task types (repeatable)",
+    )
+    _add_database(worker)
+
+    _add_serve(commands)
+
+    db = commands.add_parser("db", help="manage the log's schema")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    for name, text in (("upgrade", "migrate to the newest schema"),
+                       ("current", "print the schema revision")):  # fmt: skip
+        _add_database(db_commands.add_parser(name, help=text))
+
+    tasks = commands.add_parser("tasks", help="list tasks from the log")
+    tasks.add_argument("--status", action="append", help="filter (repeatable)")
+    tasks.add_argument("--type", dest="task_type", help="filter by task type")
+    tasks.add_argument("--limit", type=int, default=20)
+    _add_database(tasks)
+
+    history = commands.add_parser("history", help="one task's timeline")
+    history.add_argument("task_id")
+    _add_database(history)
+
+    replay = commands.add_parser("replay", help="rebuild state from the log")
+    replay.add_argument("--position", type=int, help="as of this log position")
+    replay.add_argument("--at", type=_aware_time, help="as of this ISO time")
+    _add_database(replay)
+
+    tail = commands.add_parser("tail", help="print events as they are appended")
+    tail.add_argument("--after", type=int, default=None, help="start after P")
+    tail.add_argument("--follow", "-f", action="store_true")
+    tail.add_argument("--poll", type=float, default=0.5, help="poll seconds")
+    _add_database(tail)
+
+    report = commands.add_parser("report", help="SQL reports over the log")
+    _add_database(report)
+
+    export = commands.add_parser("export", help="write the log as JSON lines")
+    export.add_argument("--output", "-o", type=Path, help="default: stdout")
+    _add_database(export)
+    return parser
+
+
+def _add_serve(commands: Any) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="run the HTTP API and dashboard",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    try:
+        from engine.serve import add_serve_arguments
+    except ImportError:
+        serve.description = "Needs the 'api' extra: pip install 'taskengine[api]'."
+        _add_database(serve)
+        return
+    add_serve_arguments(serve)
+
+
+def _aware_time(text: str) -> dt.datetime:
+    value = dt.datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``taskengine`` console script."""
+    args = build_parser().parse_args(argv)
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.verbose == 0:
+        # A failed task is a result in this tool, not a crash to print.
+        logging.getLogger("engine.worker").setLevel(logging.CRITICAL)
+    handler = _COMMANDS[args.command]
+    try:
+        return asyncio.run(handler(args)) or 0
+    except TaskEngineError as exc:
+        errors.print(f"[red]error:[/red] {exc.message}")
+        return 2
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        errors.print(f"[red]error:[/red] {exc}")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    from engine.demo import default_directory, run_demo
+
+    directory = args.directory or default_directory()
+    if not directory.is_dir():
+        raise NotADirectoryError(f"{str(directory)!r} is not a directory.")
+    totals = await run_demo(
+        directory,
+        _database(args),
+        workers=args.workers,
+        pattern=args.pattern,
+        limit=args.limit,
+        console=console,
+    )
+    return 0 if totals["completed"] else 1
+
+
+async def _worker(args: argparse.Namespace) -> int:
+    import importlib
+
+    from engine.worker import AsyncTaskWorker
+
+    for module in args.imports:
+        importlib.import_module(module)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with AsyncTaskWorker(max_workers=args.workers, store=_database(args)):
+        console.print(f"Worker running on {safe_url(_database(args))}; Ctrl-C stops.")
+        await stop.wait()
+    return 0
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from engine.serve import serve_main
+
+    return await serve_main(args)
+
+
+async def _db(args: argparse.Namespace) -> int:
+    from engine.store.migrate import (
+        database_revision,
+        head_revision,
+        upgrade_database,
+    )
+
+    url = _database(args)
+    head = head_revision()
+    if args.db_command == "upgrade":
+        applied = await upgrade_database(url)
+        verb = "upgraded to" if applied else "already at"
+        console.print(f"{safe_url(url)} {verb} revision {head}.")
+        return 0
+    current = await database_revision(url)
+    state = "up to date" if current == head else f"head is {head}"
+    console.print(f"{safe_url(url)}: revision {current} ({state}).")
+    return 0 if current == head else 1
+
+
+async def _open_reader(url: str) -> Any:
+    from engine.store import make_store
+
+    backend = backend_of(url)
+    if backend == "sqlite":
+        from engine.store.sqlite import sqlite_path
+
+        path = sqlite_path(url)
+        if path is None or not path.exists():
+            raise FileNotFoundError(
+                f"There is no log at {url!r}; run 'taskengine demo' first or "
+                "pass --database."
+            )
+        store = make_store(url, exclusive=False, migrate=False)
+    else:
+        store = make_store(url)
+    await store.open()
+    return store
+
+
+async def _tasks(args: argparse.Namespace) -> int:
+    from projections.replay import replay
+
+    store = await _open_reader(_database(args))
+    try:
+        state = await replay(store)
+    finally:
+        await store.close()
+    infos = sorted(state.infos.values(), key=lambda i: i.created_at, reverse=True)
+    if args.status:
+        wanted = {status.lower() for status in args.status}
+        infos = [info for info in infos if info.status.value in wanted]
+    if args.task_type:
+        infos = [info for info in infos if info.task_type == args.task_type]
+    table = Table(title=f"{len(infos)} tasks (newest first)")
+    for column in ("id", "type", "status", "attempt", "created", "duration", "error"):
+        table.add_column(column, overflow="fold")
+    for info in infos[: args.limit]:
+        table.add_row(
+            info.id,
+            info.task_type or "",
+            info.status.value,
+            str(info.attempt),
+            info.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            _duration(info),
+            (info.error or "")[:120],
+        )
+    console.print(table)
+    return 0
+
+
+def _duration(info: Any) -> str:
+    if info.started_at is None or info.completed_at is None:
+        return ""
+    return f"{(info.completed_at - info.started_at).total_seconds():.3f} s"
+
+
+async def _history(args: argparse.Namespace) -> int:
+    store = await _open_reader(_database(args))
+    try:
+        events = await store.read_task(args.task_id)
+    finally:
+        await store.close()
+    if not events:
+        errors.print(
+            f"[red]error:[/red] No task with id {args.task_id!r} is in the log."
+        )
+        return 2
+    table = Table(title=f"task {args.task_id}")
+    for column in ("version", "position", "type", "at", "data"):
+        table.add_column(column, overflow="fold")
+    for event in events:
+        table.add_row(
+            str(event.version),
+            str(event.position),
+            event.type.value,
+            event.at.isoformat(timespec="milliseconds"),
+            _render(event.data),
+        )
+    console.print(table)
+    return 0
+
+
+def _render(data: dict[str, Any], limit: int = 250) -> str:
+    from engine.events import encode_payload
+
+    text = json.dumps(encode_payload(data), default=repr, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+async def _replay(args: argparse.Namespace) -> int:
+    from projections.replay import replay
+
+    store = await _open_reader(_database(args))
+    try:
+        state = await replay(store, until_position=args.position, until_at=args.at)
+    finally:
+        await store.close()
+    table = Table(title=f"state as of position {state.position}")
+    table.add_column("status")
+    table.add_column("tasks", justify="right")
+    for status, count in sorted(state.status_counts().items()):
+        table.add_row(status, f"{count:,}")
+    console.print(table)
+    console.print(f"{state.events:,} events folded into {len(state.infos):,} tasks.")
+    return 0
+
+
+async def _tail(args: argparse.Namespace) -> int:
+    store = await _open_reader(_database(args))
+    try:
+        after = args.after
+        if after is None:
+            after = max(0, await store.last_position() - 20)
+        while True:
+            batch = await store.read(after, 1000)
+            for event in batch:
+                console.print(
+                    f"{event.position:>8} {event.at.isoformat(timespec='milliseconds')}"
+                    f" {event.task_id} v{event.version} {event.type.value}"
+                    f" {_render(event.data, 120)}",
+                    markup=False,
+                    highlight=False,
+                )
+                after = event.position or after
+            if not batch and not args.follow:
+                return 0
+            if not batch:
+                await asyncio.sleep(args.poll)
+    finally:
+        await store.close()
+
+
+async def _report(args: argparse.Namespace) -> int:
+    from projections.reporting import run_reports
+
+    url = _database(args)
+    await (await _open_reader(url)).close()
+    for title, columns, rows in await run_reports(url):
+        table = Table(title=title)
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*(str(value) for value in row))
+        console.print(table)
+    return 0
+
+
+async def _export(args: argparse.Namespace) -> int:
+    from engine.events import encode_payload
+
+    store = await _open_reader(_database(args))
+    out = args.output.open("w", encoding="utf-8") if args.output else sys.stdout
+    count = 0
+    try:
+        async for batch in store.iter_batches():
+            for event in batch:
+                record = event.model_dump(mode="json", exclude={"data"})
+                record["data"] = encode_payload(event.data)
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                count += 1
+    finally:
+        await store.close()
+        if args.output:
+            out.close()
+            errors.print(f"Wrote {count:,} events to {args.output}.")
+    return 0
+
+
+_COMMANDS = {
+    "demo": _demo,
+    "worker": _worker,
+    "serve": _serve,
+    "db": _db,
+    "tasks": _tasks,
+    "history": _history,
+    "replay": _replay,
+    "tail": _tail,
+    "report": _report,
+    "export": _export,
+}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
