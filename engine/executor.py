@@ -111,15 +111,13 @@ class TaskExecutor:
                 from outside (the pool is stopping), never for a task's own
                 cancellation or timeout.
         """
-        if run.use_cache and await self._serve_from_cache(run):
-            return
-        if run.finished:
-            return
-        self._start(run)
+        self._arm(run, runner)
         try:
-            result = await self._call(run, runner)
+            if run.use_cache:
+                await self._run_cached(run)
+            else:
+                await self._run_body(run)
         except asyncio.CancelledError:
-            run.runner = None
             if run.finished:
                 return  # we interrupted it: the outcome is recorded
             self._worker._finish_cancelled(
@@ -127,18 +125,62 @@ class TaskExecutor:
             )
             if runner.cancelling():
                 raise
-            return
-        except Exception as exc:  # noqa: BLE001 - the task's own failure
+        finally:
             run.runner = None
+
+    def _arm(self, run: TaskRun, runner: asyncio.Task[Any]) -> None:
+        # The timeout covers the whole run, a wait for an identical task's
+        # result included.
+        if run.timeout_s is not None:
+            loop = asyncio.get_running_loop()
+            run.timer = loop.call_later(run.timeout_s, self._timed_out, run)
+        run.runner = runner
+
+    async def _run_body(self, run: TaskRun) -> None:
+        if run.finished:
+            return
+        self._start(run)
+        try:
+            result = await self._call(run)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the task's own failure
             if not run.finished:
                 self._worker._finish_failed(run, exc)
             return
-        run.runner = None
-        if run.finished:
-            return  # a late result after a timeout or cancel changes nothing
-        self._classify_result(run, result)
-        if run.use_cache and run.completed:
-            await self._store_in_cache(run)
+        if not run.finished:
+            self._classify_result(run, result)
+        # Otherwise a late result after a timeout or cancel changes nothing.
+
+    async def _run_cached(self, run: TaskRun) -> None:
+        flight_scope = self._worker.cache.single_flight(
+            run.func,
+            run.args,
+            run.kwargs,
+            cache_key_fn=run.cache_key_fn,
+            task_id=run.task_id,
+            metadata=run.metadata,
+        )
+        async with flight_scope as flight:
+            if flight.hit:
+                if not run.finished:
+                    self._worker._finish_completed(
+                        run, flight.value, from_cache=True, cache_key=flight.key
+                    )
+                return
+            await self._run_body(run)
+            if run.completed:
+                await self._publish(flight, run)
+
+    async def _publish(self, flight: Any, run: TaskRun) -> None:
+        try:
+            await flight.publish(run.result, run.cache_ttl)
+        except Exception:  # noqa: BLE001 - the cache never fails a task
+            logger.warning(
+                "Cache store failed",
+                extra={"action": "cache_store_failed", "task_id": run.task_id},
+                exc_info=True,
+            )
 
     # Steps
 
@@ -160,17 +202,13 @@ class TaskExecutor:
                 },
             )
 
-    def _call(self, run: TaskRun, runner: asyncio.Task[Any]) -> Any:
+    def _call(self, run: TaskRun) -> Any:
         kwargs = run.kwargs
         if accepts_progress(run.func):
             run.reporter = ProgressReporter(
                 run.task_id, lambda p: self._progress(run, p)
             )
             kwargs = {**kwargs, "progress_callback": run.reporter}
-        if run.timeout_s is not None:
-            loop = asyncio.get_running_loop()
-            run.timer = loop.call_later(run.timeout_s, self._timed_out, run)
-        run.runner = runner
         return run.func(*run.args, **kwargs)
 
     def _progress(self, run: TaskRun, value: float) -> None:
@@ -196,55 +234,3 @@ class TaskExecutor:
             return
         self._worker._finish_failed(run, TimeoutError(TIMED_OUT), timed_out=True)
         self._worker._interrupt(run)
-
-    # Cache
-
-    async def _serve_from_cache(self, run: TaskRun) -> bool:
-        cache = self._worker.cache
-        try:
-            key = cache.key_for(
-                run.task_type,
-                run.args,
-                run.kwargs,
-                cache_key_fn=run.cache_key_fn,
-                metadata=run.metadata,
-                task_id=run.task_id,
-            )
-            hit, value = await cache.get(
-                run.task_type,
-                run.args,
-                run.kwargs,
-                cache_key_fn=run.cache_key_fn,
-                task_id=run.task_id,
-                metadata=run.metadata,
-            )
-        except Exception:  # noqa: BLE001 - the cache never fails a task
-            logger.warning(
-                "Cache lookup failed, running the task",
-                extra={"action": "cache_lookup_failed", "task_id": run.task_id},
-                exc_info=True,
-            )
-            return False
-        if not hit or run.finished:
-            return False
-        self._worker._finish_completed(run, value, from_cache=True, cache_key=key)
-        return True
-
-    async def _store_in_cache(self, run: TaskRun) -> None:
-        try:
-            await self._worker.cache.set(
-                run.task_type,
-                run.args,
-                run.kwargs,
-                run.result,
-                ttl=run.cache_ttl,
-                cache_key_fn=run.cache_key_fn,
-                task_id=run.task_id,
-                metadata=run.metadata,
-            )
-        except Exception:  # noqa: BLE001 - the cache never fails a task
-            logger.warning(
-                "Cache store failed",
-                extra={"action": "cache_store_failed", "task_id": run.task_id},
-                exc_info=True,
-            )

@@ -440,6 +440,10 @@ class AsyncTaskWorker:
             timeout_s = self.task_timeout
         if self._store.persistent:
             _check_arguments(task_type, args, kwargs, metadata)
+        if cache_ttl is not None:
+            from engine.cache import validate_ttl
+
+            validate_ttl(cache_ttl)
         return TaskRun(
             task_id=task_id,
             task_type=task_type,
@@ -744,9 +748,9 @@ class AsyncTaskWorker:
         **kwargs: Any,
     ) -> bool:
         """Drop the cached result of ``task_func(*args, **kwargs)``."""
-        task_type, _ = resolve_task(task_func)
+        _, func = resolve_task(task_func)
         return await self.cache.invalidate(
-            task_type, args, kwargs, cache_key_fn=cache_key_fn, metadata=metadata
+            func, args, kwargs, cache_key_fn=cache_key_fn, metadata=metadata
         )
 
     async def clear_cache(self) -> None:
