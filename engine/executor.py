@@ -19,7 +19,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from engine.events import EventType, encode_payload
@@ -59,7 +59,7 @@ class TaskRun:
     timer: asyncio.TimerHandle | None = None
     reporter: ProgressReporter | None = None
     result: Any = None
-    waiters: list[asyncio.Future[Any]] = field(default_factory=list)
+    waiters: list[asyncio.Future[Any]] | None = None
 
 
 def describe_error(exc: BaseException) -> tuple[str, str]:

@@ -8,6 +8,7 @@ the function of every task type it has to resume.
 from __future__ import annotations
 
 import inspect
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -30,6 +31,8 @@ _type_attr = "__taskengine_type__"
 # Functions passed to add_task directly, by their qualified name, so a task
 # queued with a function object can still be resumed in this process.
 _seen: dict[str, TaskFunction] = {}
+# Function -> task type, so add_task does not inspect a function twice.
+_resolved: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 
 def _require_async(task_type: str, func: Any) -> None:
@@ -57,6 +60,7 @@ def register_task(task_type: str, func: TaskFunction) -> TaskFunction:
         raise UsageError(f"A task type must be a non-empty string, not {task_type!r}.")
     _require_async(task_type, func)
     _registry[task_type] = func
+    _resolved.clear()
     try:
         setattr(func, _type_attr, task_type)
     except (AttributeError, TypeError):
@@ -86,6 +90,7 @@ def get_all_task_types() -> list[str]:
 
 def unregister_task(task_type: str) -> bool:
     """Remove ``task_type``; True when it was registered."""
+    _resolved.clear()
     return _registry.pop(task_type, None) is not None
 
 
@@ -123,8 +128,17 @@ def resolve_task(task_func: TaskFunction | str) -> tuple[str, TaskFunction]:
                 task_type=task_func,
             )
         return task_func, func
+    try:
+        return _resolved[task_func], task_func
+    except (KeyError, TypeError):
+        pass
     _require_async(_qualified_name(task_func), task_func)
-    return task_type_of(task_func), task_func
+    task_type = task_type_of(task_func)
+    try:
+        _resolved[task_func] = task_type
+    except TypeError:
+        pass  # not weak-referenceable: resolved again next time
+    return task_type, task_func
 
 
 def find_task(task_type: str) -> TaskFunction | None:

@@ -528,9 +528,10 @@ class AsyncTaskWorker:
         run.completed = True
         self._settle(run, EventType.COMPLETED, data)
         self.counters["completed"] += 1
-        for waiter in run.waiters:
-            if not waiter.done():
-                waiter.set_result(result)
+        if run.waiters:
+            for waiter in run.waiters:
+                if not waiter.done():
+                    waiter.set_result(result)
 
     def _finish_failed(
         self, run: TaskRun, exc: BaseException, *, timed_out: bool = False
@@ -552,16 +553,18 @@ class AsyncTaskWorker:
             },
             exc_info=exc if not timed_out else None,
         )
-        for waiter in run.waiters:
-            if not waiter.done():
-                waiter.set_exception(exc)
+        if run.waiters:
+            for waiter in run.waiters:
+                if not waiter.done():
+                    waiter.set_exception(exc)
 
     def _finish_cancelled(self, run: TaskRun, reason: str) -> None:
         data = {"error": reason, "error_type": "CancelledError"}
         self._settle(run, EventType.CANCELLED, data)
         self.counters["cancelled"] += 1
-        for waiter in run.waiters:
-            waiter.cancel(reason)
+        if run.waiters:
+            for waiter in run.waiters:
+                waiter.cancel(reason)
 
     def _settle(self, run: TaskRun, type_: EventType, data: dict[str, Any]) -> None:
         run.finished = True
@@ -650,6 +653,8 @@ class AsyncTaskWorker:
         future = asyncio.get_running_loop().create_future()
         run = self._runs.get(task_id)
         if run is not None and not run.finished:
+            if run.waiters is None:
+                run.waiters = []
             run.waiters.append(future)
             future.add_done_callback(lambda f: _discard(run.waiters, f))
             return future
@@ -816,8 +821,10 @@ def _statuses(status: Any) -> frozenset[TaskStatus]:
         ) from None
 
 
-def _discard(waiters: list[asyncio.Future[Any]], future: asyncio.Future[Any]) -> None:
-    if future in waiters:
+def _discard(
+    waiters: list[asyncio.Future[Any]] | None, future: asyncio.Future[Any]
+) -> None:
+    if waiters and future in waiters:
         waiters.remove(future)
 
 

@@ -54,13 +54,35 @@ def sqlite_path(url: str) -> Path | None:
     return Path(database)
 
 
+_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+def _flat_json(data: dict[str, Any]) -> str | None:
+    """JSON of a flat payload of plain values, or None when the codec is
+    needed (the common started, progress and failed payloads are flat)."""
+    for key, value in data.items():
+        kind = type(value)
+        if kind is str:
+            if not value.isascii() or "\x00" in value:
+                return None
+        elif kind is float:
+            if value != value or value in (_INF, -_INF):
+                return None
+        elif not (kind is int or kind is bool or value is None):
+            return None
+        if not key.isascii() or key == "$te" or "\x00" in key:
+            return None
+    return _dumps(data)
+
+
+_INF = float("inf")
+
+
 def encode_row(event: TaskEvent) -> tuple[str, int, str, str, str]:
     """The SQL parameters of one event (payload through the log's codec)."""
-    data = json.dumps(
-        encode_payload(event.data, "event data"),
-        separators=(",", ":"),
-        allow_nan=False,
-    )
+    data = _flat_json(event.data)
+    if data is None:
+        data = _dumps(encode_payload(event.data, "event data"))
     return (
         event.task_id,
         event.version,
