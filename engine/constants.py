@@ -10,3 +10,7 @@ NOTIFY_CHANNEL = "taskengine_events"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///taskengine.db"
 DATABASE_URL_ENV = "TASKENGINE_DATABASE_URL"
 LOGGER_NAME = "engine"
+
+# Longest task id accepted: PostgreSQL's unique index on (task_id, version)
+# cannot hold much longer keys, and every backend keeps the same rule.
+MAX_TASK_ID_LENGTH = 512

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
+from engine.constants import MAX_TASK_ID_LENGTH
 from engine.events import EventType, TaskEvent, encode_payload
 from engine.exceptions import (
     ConcurrencyConflictError,
@@ -463,6 +464,7 @@ class AsyncTaskWorker:
             return str(uuid.uuid4())
         if not isinstance(task_id, str) or not task_id:
             raise UsageError(f"task_id must be a non-empty string, not {task_id!r}.")
+        _check_task_id(task_id)
         if task_id in self._journal.infos or task_id in self._runs:
             raise DuplicateTaskIdError(
                 f"A task with id {task_id!r} already exists; task ids cannot be "
@@ -808,6 +810,28 @@ def _check_arguments(
         encode_payload(value, f"Argument {name!r} of task {task_type!r}")
     if metadata:
         encode_payload(metadata, f"metadata of task {task_type!r}")
+
+
+def _check_task_id(task_id: str) -> None:
+    if len(task_id) > MAX_TASK_ID_LENGTH:
+        raise UsageError(
+            f"task_id is {len(task_id):,} characters long; the limit is "
+            f"{MAX_TASK_ID_LENGTH}. Use a shorter id, or omit task_id.",
+            task_id=task_id[:40],
+        )
+    if "\x00" in task_id or not _encodable(task_id):
+        raise UsageError(
+            f"task_id {task_id!r} holds a NUL character or a lone surrogate, "
+            "which no event store can index; use printable text."
+        )
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _statuses(status: Any) -> frozenset[TaskStatus]:
