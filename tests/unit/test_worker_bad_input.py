@@ -20,6 +20,7 @@ from engine import (
     UsageError,
 )
 
+
 @pytest.fixture(params=["memory", "sqlite"])
 def store_url(request, tmp_path):
     """None (the memory store) or an SQLite URL in this test's folder."""

@@ -10,6 +10,7 @@ import pytest
 
 from engine import AsyncTaskWorker, EventType, TaskStatus
 
+
 @pytest.fixture(params=["memory", "sqlite"])
 def store_url(request, tmp_path):
     """None (the memory store) or an SQLite URL in this test's folder."""
@@ -282,9 +283,7 @@ async def test_cancel_logs_task_cancelled_action(make_worker, caplog):
     with caplog.at_level(logging.INFO, logger="engine"):
         await worker.cancel_task(task_id)
 
-    actions = [
-        (r.action, r.task_id) for r in caplog.records if hasattr(r, "action")
-    ]
+    actions = [(r.action, r.task_id) for r in caplog.records if hasattr(r, "action")]
     assert ("task_cancelled", task_id) in actions
 
 

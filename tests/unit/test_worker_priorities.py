@@ -8,6 +8,7 @@ import pytest
 
 from engine import AsyncTaskWorker, UsageError
 
+
 @pytest.fixture(params=["memory", "sqlite"])
 def store_url(request, tmp_path):
     """None (the memory store) or an SQLite URL in this test's folder."""

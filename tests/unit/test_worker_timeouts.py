@@ -13,6 +13,7 @@ import pytest
 
 from engine import AsyncTaskWorker, EventType, TaskStatus
 
+
 @pytest.fixture(params=["memory", "sqlite"])
 def store_url(request, tmp_path):
     """None (the memory store) or an SQLite URL in this test's folder."""
@@ -222,9 +223,7 @@ async def test_timeout_on_thread_frees_slot_for_many_followers(make_worker):
         return await asyncio.to_thread(unblock.wait, 10)
 
     try:
-        stuck = [
-            await worker.add_task(waits_on_thread, timeout=0.05) for _ in range(2)
-        ]
+        stuck = [await worker.add_task(waits_on_thread, timeout=0.05) for _ in range(2)]
         outcomes = await asyncio.gather(
             *worker.get_task_futures(stuck), return_exceptions=True
         )
