@@ -181,7 +181,11 @@ def install_error_handlers(app: FastAPI) -> None:
     router's own errors already have the shape; validation errors and
     unknown routes keep FastAPI's defaults.
     """
-    app.add_exception_handler(RequestValidationError, _on_validation_error)  # type: ignore[arg-type]
-    app.add_exception_handler(StarletteHTTPException, _on_http_error)  # type: ignore[arg-type]
-    app.add_exception_handler(TaskEngineError, _on_engine_error)  # type: ignore[arg-type]
-    app.add_exception_handler(Exception, _on_crash)
+    handlers: dict[type[Exception], Any] = {
+        RequestValidationError: _on_validation_error,
+        StarletteHTTPException: _on_http_error,
+        TaskEngineError: _on_engine_error,
+        Exception: _on_crash,
+    }
+    for exc_class, handler in handlers.items():
+        app.add_exception_handler(exc_class, handler)

@@ -37,6 +37,7 @@ from projections.task_info import TaskStatus
 __all__ = ["create_task_worker_router"]
 
 SSE_PING_INTERVAL_S = 15.0
+_STATUS_CODES = {("/tasks", "POST"): 201, ("/tasks/{task_id}", "DELETE"): 204}
 _STATUS_VALUES = ", ".join(repr(s.value) for s in TaskStatus)
 
 
@@ -236,24 +237,27 @@ def create_task_worker_router(
         tags=tags if tags is not None else ["tasks"],
         dependencies=list(dependencies or ()),
     )
-    add = router.add_api_route
-    add("/tasks", ep.submit, methods=["POST"], status_code=201,
-        response_model=TaskResponse, summary="Submit a task")
-    add("/tasks/types", ep.task_types, methods=["GET"],
-        response_model=TaskTypesResponse, summary="List the task types")
-    add("/types", ep.task_types, methods=["GET"],
-        response_model=TaskTypesResponse, summary="List the task types")
-    add("/tasks", ep.list_tasks, methods=["GET"],
-        response_model=TaskListResponse, summary="List tasks, newest first")
-    add("/tasks/{task_id}", ep.get_task, methods=["GET"],
-        response_model=TaskResponse, summary="Get a task")
-    add("/tasks/{task_id}", ep.cancel, methods=["DELETE"], status_code=204,
-        response_class=Response, summary="Cancel a task")
-    add("/tasks/{task_id}/events", ep.task_events, methods=["GET"],
-        response_model=TaskEventsResponse, summary="A task's events from the log")
-    add("/events", ep.events, methods=["GET"], response_class=Response,
-        summary="Task events as Server-Sent Events")
-    add("/health", ep.health, methods=["GET"],
-        response_model=HealthResponse, summary="Worker health")
+    routes: list[tuple[str, Any, str, Any, str]] = [
+        ("/tasks", ep.submit, "POST", TaskResponse, "Submit a task"),
+        ("/tasks/types", ep.task_types, "GET", TaskTypesResponse, "Task types"),
+        ("/types", ep.task_types, "GET", TaskTypesResponse, "Task types"),
+        ("/tasks", ep.list_tasks, "GET", TaskListResponse, "Tasks, newest first"),
+        ("/tasks/{task_id}", ep.get_task, "GET", TaskResponse, "One task"),
+        ("/tasks/{task_id}", ep.cancel, "DELETE", None, "Cancel a task"),
+        ("/tasks/{task_id}/events", ep.task_events, "GET", TaskEventsResponse,
+         "A task's events from the log"),
+        ("/events", ep.events, "GET", None, "Task events as Server-Sent Events"),
+        ("/health", ep.health, "GET", HealthResponse, "Worker health"),
+    ]  # fmt: skip
+    for path, endpoint, method, model, summary in routes:
+        router.add_api_route(
+            path,
+            endpoint,
+            methods=[method],
+            status_code=_STATUS_CODES.get((path, method)),
+            response_model=model,
+            response_class=JSONResponse if model is not None else Response,
+            summary=summary,
+        )
     router.add_api_websocket_route("/ws/tasks/{group_id}", ep.websocket)
-    return router  # fmt: skip
+    return router
