@@ -30,8 +30,6 @@ from engine.exceptions import (
 )
 from engine.registry import get_all_task_types, get_task_function, register_task, task
 from engine.store import EventStore, MemoryEventStore, make_store
-from engine.worker import AsyncTaskWorker
-from projections.task_info import TaskInfo, TaskStatus
 
 __version__ = "0.1.0"
 
@@ -74,9 +72,25 @@ __all__ = [
 ]
 
 
+_LAZY = {
+    "AsyncTaskWorker": ("engine.worker", "AsyncTaskWorker"),
+    "TaskInfo": ("projections.task_info", "TaskInfo"),
+    "TaskStatus": ("projections.task_info", "TaskStatus"),
+}
+
+
 def __getattr__(name: str) -> object:
-    # The cache and the HTTP router load on first use: the cache pulls in
-    # msgpack, the router needs the optional 'api' extra.
+    # Names whose modules import ``projections`` load on first use, so that
+    # importing ``projections`` first (which imports ``engine.events``, and so
+    # this package) never meets a half-initialised module. The cache and the
+    # HTTP router load on first use too: the router needs the 'api' extra.
+    if name in _LAZY:
+        import importlib
+
+        module_name, attribute = _LAZY[name]
+        value = getattr(importlib.import_module(module_name), attribute)
+        globals()[name] = value
+        return value
     if name in {"AsyncCacheAdapter", "AsyncCache"}:
         from engine import cache
 
