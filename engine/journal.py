@@ -92,6 +92,17 @@ class Journal:
         """True while some recorded event is not yet in the store."""
         return bool(self._pending)
 
+    def commit_now(self) -> bool:
+        """Write what is pending right here when the store appends in place
+        (SQLite), instead of at the end of the loop iteration; True when
+        everything recorded so far is now committed."""
+        if self._append_now is None or self._flusher is not None:
+            return False
+        if self._pending:
+            self._write_in_place()
+        # An unavailable store hands the batch to the retrying flush task.
+        return not self._pending and self._flusher is None
+
     def durable(self) -> asyncio.Future[None]:
         """A future done once every event recorded so far is committed."""
         if not self._pending:

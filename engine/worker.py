@@ -364,8 +364,9 @@ class AsyncTaskWorker:
         if self._room is not None:
             await self._room.acquire()
         self._record_queued(run)
-        if self._journal.has_pending:
-            await self._journal.durable()
+        journal = self._journal
+        if journal.has_pending and not journal.commit_now():
+            await journal.durable()
         self._confirm_queued(run)
         return run.task_id
 

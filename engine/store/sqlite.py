@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -43,6 +44,19 @@ _INSERT = (
     f"INSERT INTO {EVENTS_TABLE} (task_id, version, type, at, data) "
     "VALUES (?, ?, ?, ?, ?)"
 )
+# Batches up to this size go in one multi-row INSERT; its text is cached per
+# row count, and sqlite3 keeps 128 prepared statements by default.
+_ONE_STATEMENT_ROWS = 32
+
+
+@functools.cache
+def _insert_rows(count: int) -> str:
+    values = ", ".join(["(?, ?, ?, ?, ?)"] * count)
+    return (
+        f"INSERT INTO {EVENTS_TABLE} (task_id, version, type, at, data) VALUES {values}"
+    )
+
+
 _SELECT = f"SELECT position, task_id, version, type, at, data FROM {EVENTS_TABLE}"
 
 
@@ -213,9 +227,11 @@ class SQLiteEventStore(EventStore):
             raise StoreError("The SQLite store is closed; no more appends.")
         rows = [encode_row(event) for event in events]
         try:
-            if len(rows) == 1:
-                # One statement in autocommit mode is its own transaction.
-                last = writer.execute(_INSERT, rows[0]).lastrowid
+            if len(rows) <= _ONE_STATEMENT_ROWS:
+                # One statement in autocommit mode is its own transaction:
+                # one call instead of BEGIN, INSERT, SELECT and COMMIT.
+                params = [value for row in rows for value in row]
+                last = writer.execute(_insert_rows(len(rows)), params).lastrowid
             else:
                 last = self._insert_many(writer, rows)
         except sqlite3.Error as exc:
