@@ -234,6 +234,7 @@ function connect() {
 
 async function submitTask(event) {
   event.preventDefault();
+  say("Submitting...", false);
   let params;
   try {
     params = JSON.parse($("submit-params").value || "{}");
