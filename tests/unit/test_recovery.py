@@ -355,3 +355,27 @@ async def test_each_restart_leaves_one_terminal_event_per_task(url):
         assert len(terminal) == 1
         assert [e.version for e in history] == list(range(1, len(history) + 1))
     assert sorted(ran) == sorted(f"square({i})" for i in range(3))
+
+
+async def test_max_queue_size_still_bounds_queue_after_recovered_tasks_ran(url):
+    await write_log(url, *(queued(f"room-{i}", args=(i,)) for i in range(3)))
+    gate, entered = asyncio.Event(), asyncio.Event()
+
+    async def blocker():
+        entered.set()
+        await gate.wait()
+
+    async with AsyncTaskWorker(store=url, max_workers=1, max_queue_size=2) as worker:
+        await worker.wait_for_tasks([f"room-{i}" for i in range(3)])
+        await worker.add_task(blocker)
+        await entered.wait()
+        filled = [await worker.add_task(SQUARE, i) for i in range(2)]
+        third = asyncio.ensure_future(worker.add_task(SQUARE, 9))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        third_returned_while_full = third.done()
+        gate.set()
+        third_id = await third
+        await worker.wait_for_tasks([*filled, third_id])
+
+    assert third_returned_while_full is False
