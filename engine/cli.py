@@ -147,6 +147,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("engine.worker").setLevel(logging.CRITICAL)
     handler = _COMMANDS[args.command]
     try:
+        if args.command == "serve":
+            # uvicorn runs its own event loop.
+            from engine.serve import serve_main
+
+            return serve_main(args)
         return asyncio.run(handler(args)) or 0
     except TaskEngineError as exc:
         errors.print(f"[red]error:[/red] {exc.message}")
@@ -190,12 +195,6 @@ async def _worker(args: argparse.Namespace) -> int:
         console.print(f"Worker running on {safe_url(_database(args))}; Ctrl-C stops.")
         await stop.wait()
     return 0
-
-
-async def _serve(args: argparse.Namespace) -> int:
-    from engine.serve import serve_main
-
-    return await serve_main(args)
 
 
 async def _db(args: argparse.Namespace) -> int:
@@ -390,7 +389,7 @@ async def _export(args: argparse.Namespace) -> int:
 _COMMANDS = {
     "demo": _demo,
     "worker": _worker,
-    "serve": _serve,
+    "serve": _demo,  # replaced in main(): uvicorn runs its own loop
     "db": _db,
     "tasks": _tasks,
     "history": _history,

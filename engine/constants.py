@@ -7,6 +7,10 @@ from __future__ import annotations
 EVENTS_TABLE = "task_events"
 EVENTS_UNIQUE_CONSTRAINT = "task_events_task_id_version_key"
 NOTIFY_CHANNEL = "taskengine_events"
+# PostgreSQL-only projections of the log kept for the cluster (engine/cluster.py).
+RUNNABLE_TABLE = "task_runnable"
+LEASES_TABLE = "task_leases"
+NODES_TABLE = "task_nodes"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///taskengine.db"
 DATABASE_URL_ENV = "TASKENGINE_DATABASE_URL"
 LOGGER_NAME = "engine"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -52,7 +53,9 @@ class TaskRun:
     cache_ttl: int | None = None
     cache_key_fn: Callable[[dict[str, Any]], str] | None = None
     attempt: int = 1
+    claimed: bool = False
     taken: bool = False
+    holds_room: bool = False
     finished: bool = False
     completed: bool = False
     runner: asyncio.Task[Any] | None = None
@@ -79,19 +82,27 @@ def describe_error(exc: BaseException) -> tuple[str, str]:
     return (message or error_type), error_type
 
 
-_accepts_progress: dict[Callable[..., Any], bool] = {}
+# Weak keys: a closure made per task must not be kept alive by this cache.
+_accepts_progress: weakref.WeakKeyDictionary[Callable[..., Any], bool] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def accepts_progress(func: Callable[..., Any]) -> bool:
     """Whether ``func`` takes a ``progress_callback`` argument."""
-    known = _accepts_progress.get(func)
-    if known is None:
-        try:
-            parameters = inspect.signature(func).parameters
-        except (TypeError, ValueError):
-            parameters = {}  # type: ignore[assignment]
-        known = "progress_callback" in parameters
+    try:
+        return _accepts_progress[func]
+    except (KeyError, TypeError):
+        pass
+    try:
+        parameters = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        parameters = {}  # type: ignore[assignment]
+    known = "progress_callback" in parameters
+    try:
         _accepts_progress[func] = known
+    except TypeError:
+        pass  # not weak-referenceable: inspected again next time
     return known
 
 
@@ -144,9 +155,11 @@ class TaskExecutor:
             result = await self._call(run)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - the task's own failure
+        except BaseException as exc:  # noqa: BLE001 - the task's own failure
             if not run.finished:
                 self._worker._finish_failed(run, exc)
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
             return
         if not run.finished:
             self._classify_result(run, result)
@@ -189,7 +202,8 @@ class TaskExecutor:
         node_id = self._worker.node_id
         if node_id is not None:
             data["node_id"] = node_id
-        self._journal.record(run.task_id, EventType.STARTED, data)
+        if not run.claimed:  # a cluster's claim already wrote ``started``
+            self._journal.record(run.task_id, EventType.STARTED, data)
         if logger.isEnabledFor(logging.INFO):
             logger.info(
                 "Task started",

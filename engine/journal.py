@@ -57,6 +57,9 @@ class Journal:
         self._scheduled = False
         self._flusher: asyncio.Task[None] | None = None
         self._rejected: dict[str, BaseException] = {}
+        #: Called with the task id and the error when a task's events are
+        #: rejected (the cluster refolds the task from the log).
+        self.on_rejected: Callable[[str, BaseException], None] | None = None
         self.appended_events = 0
         self.batches = 0
 
@@ -225,9 +228,13 @@ class Journal:
         task_id = group[0].task_id
         self._rejected[task_id] = exc
         if isinstance(exc, ConcurrencyConflictError):
-            # Another writer owns these versions: our fold of them is void.
-            # The worker refolds the task from the log.
+            # Another writer owns these versions: our fold of them is void,
+            # and so is every later event of the task still waiting here (it
+            # was numbered after the void ones). The worker refolds the task
+            # from the log.
             self.infos.pop(task_id, None)
+            if self._pending:
+                self._pending = [e for e in self._pending if e.task_id != task_id]
         logger.error(
             "Events of a task were rejected by the store",
             extra={
@@ -238,6 +245,8 @@ class Journal:
             },
             exc_info=exc,
         )
+        if self.on_rejected is not None:
+            self.on_rejected(task_id, exc)
 
     def _committed(self, batch: Sequence[TaskEvent], positions: list[int]) -> None:
         self.appended_events += len(batch)

@@ -33,14 +33,19 @@ async def replay_and_resume(worker: AsyncTaskWorker) -> dict[str, int]:
     started_s = time.monotonic()
     journal = worker._journal
     unfinished: dict[str, dict[str, Any]] = {}
-    events = 0
+    events = position = 0
     async for batch in worker.store.iter_batches():
         events += len(batch)
+        position = batch[-1].position or position
         for event in batch:
             _track(unfinished, event)
             journal.fold_committed(event)
     counts = {"events": events, "tasks": len(journal.infos), "requeued": 0}
-    counts.update(retried=0, failed=0)
+    counts.update(retried=0, failed=0, position=position)
+    if worker.cluster is not None:
+        # Queued tasks wait in the runnable table for any node, and started
+        # ones belong to their node until its lease runs out (engine/cluster).
+        unfinished.clear()
     for task_id, queued in unfinished.items():
         info = journal.infos[task_id]
         counts[_resume(worker, info, queued)] += 1

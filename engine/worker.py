@@ -69,11 +69,11 @@ def _check_timeout(value: Any, name: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidTimeoutError(
-            f"{name} must be a positive number of seconds or None, not {value!r}."
+            f"The {name} must be a positive number of seconds or None, not {value!r}."
         )
     if not math.isfinite(value) or value <= 0:
         raise InvalidTimeoutError(
-            f"{name} must be a positive number of seconds or None, not {value!r}."
+            f"The {name} must be a positive number of seconds or None, not {value!r}."
         )
     return float(value)
 
@@ -124,13 +124,13 @@ class AsyncTaskWorker:
     ) -> None:
         if not isinstance(max_workers, int) or max_workers < 1:
             raise UsageError(
-                f"max_workers must be a positive int, not {max_workers!r}."
+                f"The max_workers must be a positive int, not {max_workers!r}."
             )
         if max_queue_size is not None and (
             not isinstance(max_queue_size, int) or max_queue_size < 1
         ):
             raise UsageError(
-                "max_queue_size must be a positive int or None, "
+                "The max_queue_size must be a positive int or None, "
                 f"not {max_queue_size!r}."
             )
         self.max_workers = max_workers
@@ -162,6 +162,12 @@ class AsyncTaskWorker:
         self._room: asyncio.Semaphore | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._publish: Callable[[str, str, dict[str, Any]], Any] | None = None
+        #: The node's share of a cluster (PostgreSQL stores only), else None.
+        self.cluster: Any = None
+        if getattr(self._store, "clustered", False):
+            from engine.cluster import Cluster
+
+            self.cluster = Cluster(self)
         self.running = False
         self.counters = {"completed": 0, "failed": 0, "cancelled": 0}
 
@@ -171,6 +177,11 @@ class AsyncTaskWorker:
     def store(self) -> EventStore:
         """The event store holding this worker's log."""
         return self._store
+
+    @property
+    def queue_size(self) -> int:
+        """Tasks queued in this worker and not yet started."""
+        return sum(1 for run in self._runs.values() if not run.taken)
 
     @property
     def events(self) -> Any:
@@ -219,13 +230,15 @@ class AsyncTaskWorker:
         if self._owns_events and hasattr(events, "start"):
             await events.start()
         self._publish = events.publish_event
-        if self.max_queue_size is not None:
+        if self.max_queue_size is not None and self.cluster is None:
             self._room = asyncio.Semaphore(self.max_queue_size)
         self.running = True
         self._pool = []
         for _ in range(self.max_workers):
             self._spawn_pool_worker()
-        await replay_and_resume(self)
+        counts = await replay_and_resume(self)
+        if self.cluster is not None:
+            await self.cluster.start(counts["position"])
         if self._cache is not None or self.cache_enabled:
             await self._start_cache_cleanup()
         self._housekeeping = asyncio.create_task(self._retention_loop())
@@ -246,6 +259,8 @@ class AsyncTaskWorker:
         if not self.running:
             return
         self.running = False
+        if self.cluster is not None:
+            await self.cluster.stop_claiming()
         for task in self._pool:
             if task not in self._busy:
                 task.cancel()
@@ -258,6 +273,8 @@ class AsyncTaskWorker:
                     run, "The worker stopped before the task finished."
                 )
                 self._interrupt(run)
+        if self.cluster is not None:
+            self.cluster.cancel_unstarted()
         leftovers = [*self._pool, *self._stragglers]
         for task in leftovers:
             task.cancel()
@@ -268,6 +285,8 @@ class AsyncTaskWorker:
         if self._housekeeping is not None:
             self._housekeeping.cancel()
         await self._journal.flush()
+        if self.cluster is not None:
+            await self.cluster.close()
         await self._stop_cache_cleanup()
         if self._owns_events and hasattr(self._events, "stop"):
             await self._events.stop()
@@ -302,16 +321,27 @@ class AsyncTaskWorker:
             if run is None or run.finished or run.taken:
                 continue
             run.taken = True
-            if self._room is not None:
-                self._room.release()
+            self._give_back_room(run)
             self._busy.add(me)
             try:
                 await self._executor.execute(run, me)
+            except Exception as exc:  # noqa: BLE001 - keep the slot serving
+                logger.exception(
+                    "Worker coroutine failed while running a task",
+                    extra={"action": "pool_worker_error", "task_id": task_id},
+                )
+                if not run.finished:
+                    self._finish_failed(run, exc)
             finally:
                 self._busy.discard(me)
             if me in self._retired:
                 self._retired.discard(me)
                 return
+
+    def _give_back_room(self, run: TaskRun) -> None:
+        if run.holds_room and self._room is not None:
+            run.holds_room = False
+            self._room.release()
 
     def _interrupt(self, run: TaskRun) -> None:
         """Interrupt a running body whose outcome was just recorded, and put a
@@ -363,6 +393,7 @@ class AsyncTaskWorker:
         )  # fmt: skip
         if self._room is not None:
             await self._room.acquire()
+            run.holds_room = True
         self._record_queued(run)
         journal = self._journal
         if journal.has_pending and not journal.commit_now():
@@ -389,6 +420,7 @@ class AsyncTaskWorker:
         for run in runs:
             if self._room is not None:
                 await self._room.acquire()
+                run.holds_room = True
             self._record_queued(run)
         await self._journal.durable()
         for run in runs:
@@ -399,7 +431,13 @@ class AsyncTaskWorker:
         if not isinstance(spec, dict):
             raise UsageError(f"Task spec {index} must be a dict, not {spec!r}.")
         spec = dict(spec)
-        func = spec.pop("task_func", None) or spec.pop("task_type", None)
+        task_func = spec.pop("task_func", None)
+        task_type = spec.pop("task_type", None)
+        if task_func is not None and task_type is not None:
+            raise UsageError(
+                f"Task spec {index} names both task_func and task_type; give one."
+            )
+        func = task_func if task_func is not None else task_type
         if func is None:
             raise UsageError(f"Task spec {index} names no task_func or task_type.")
         args = tuple(spec.pop("args", ()))
@@ -433,10 +471,10 @@ class AsyncTaskWorker:
             raise WorkerNotStartedError()
         task_type, func = resolve_task(task_func)
         if isinstance(priority, bool) or not isinstance(priority, int):
-            raise UsageError(f"priority must be an int, not {priority!r}.")
+            raise UsageError(f"The priority must be an int, not {priority!r}.")
         task_id = self._new_task_id(task_id)
         if metadata is not None and not isinstance(metadata, dict):
-            raise UsageError(f"metadata must be a dict or None, not {metadata!r}.")
+            raise UsageError(f"The metadata must be a dict or None, not {metadata!r}.")
         timeout_s = _check_timeout(timeout, "timeout")
         if timeout_s is None:
             timeout_s = self.task_timeout
@@ -464,7 +502,9 @@ class AsyncTaskWorker:
         if task_id is None:
             return str(uuid.uuid4())
         if not isinstance(task_id, str) or not task_id:
-            raise UsageError(f"task_id must be a non-empty string, not {task_id!r}.")
+            raise UsageError(
+                f"The task_id must be a non-empty string, not {task_id!r}."
+            )
         _check_task_id(task_id)
         if task_id in self._journal.infos or task_id in self._runs:
             raise DuplicateTaskIdError(
@@ -492,13 +532,14 @@ class AsyncTaskWorker:
             data["attempt"] = run.attempt
         self._runs[run.task_id] = run
         self._journal.record(run.task_id, EventType.QUEUED, data)
+        if self.cluster is not None:
+            self.cluster.on_queued(run)
 
     def _confirm_queued(self, run: TaskRun) -> None:
         rejection = self._journal.take_rejection(run.task_id)
         if rejection is not None:
             self._runs.pop(run.task_id, None)
-            if self._room is not None:
-                self._room.release()
+            self._give_back_room(run)
             if isinstance(rejection, ConcurrencyConflictError):
                 raise DuplicateTaskIdError(
                     f"A task with id {run.task_id!r} already exists in the log; "
@@ -509,7 +550,13 @@ class AsyncTaskWorker:
         self.enqueue(run)
 
     def enqueue(self, run: TaskRun) -> None:
-        """Hand a recorded task to the pool (used by add_task and recovery)."""
+        """Hand a recorded task to the pool (used by add_task and recovery).
+
+        In a cluster only a claimed task goes to the pool; the others wait
+        in the log for whichever node claims them."""
+        if self.cluster is not None and not run.claimed:
+            self.cluster.queued_here(run)
+            return
         self._runs[run.task_id] = run
         self._queue.put(run.priority, run.task_id)
 
@@ -559,7 +606,9 @@ class AsyncTaskWorker:
         if run.waiters:
             for waiter in run.waiters:
                 if not waiter.done():
-                    waiter.set_exception(exc)
+                    waiter.set_exception(
+                        _task_failed(run.task_id, message, error_type, exc)
+                    )
 
     def _finish_cancelled(self, run: TaskRun, reason: str) -> None:
         data = {"error": reason, "error_type": "CancelledError"}
@@ -578,6 +627,8 @@ class AsyncTaskWorker:
         if run.reporter is not None:
             run.reporter.close()
         self._runs.pop(run.task_id, None)
+        if run.claimed and self.cluster is not None:
+            self.cluster.release(run.task_id)
         if logger.isEnabledFor(logging.INFO) and type_ is not EventType.FAILED:
             logger.info(
                 "Task ended",
@@ -596,16 +647,19 @@ class AsyncTaskWorker:
 
         Returns True when the task is now CANCELLED: a pending task never
         runs, a running one is interrupted at its next ``await``. False for an
-        unknown or finished task, or one whose body already returned.
+        unknown or finished task, or one whose body already returned. In a
+        cluster any node may cancel any task; the running node interrupts it.
         """
+        if self.cluster is not None:
+            return bool(await self.cluster.cancel_task(task_id))
         run = self._runs.get(task_id)
         if run is None or run.finished:
             return False
         self._finish_cancelled(run, "cancelled")
         if run.runner is not None:
             self._interrupt(run)
-        elif not run.taken and self._room is not None:
-            self._room.release()
+        else:
+            self._give_back_room(run)
         await self._journal.durable()
         return True
 
@@ -637,7 +691,9 @@ class AsyncTaskWorker:
         ordered = sorted(infos, key=lambda info: info.created_at, reverse=True)
         if limit is not None:
             if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-                raise UsageError(f"limit must be a non-negative int, not {limit!r}.")
+                raise UsageError(
+                    f"The limit must be a non-negative int, not {limit!r}."
+                )
             ordered = ordered[:limit]
         return ordered
 
@@ -646,8 +702,10 @@ class AsyncTaskWorker:
     def get_task_future(self, task_id: str) -> asyncio.Future[Any]:
         """A future for the task's result.
 
-        It raises the task's exception (or :class:`TaskFailedError` with the
-        task's error for a task that failed before this process started) and
+        It raises :class:`TaskFailedError` for a failed task (its text is the
+        task's error, ``task_error_type`` the exception's type name, and the
+        task's own exception its ``__cause__`` when this process ran it),
+        the same whether taken before or after the failure, and
         ``asyncio.CancelledError`` for a cancelled task.
 
         Raises:
@@ -666,6 +724,9 @@ class AsyncTaskWorker:
             raise TaskNotFoundError(
                 f"No task with id {task_id!r} exists.", task_id=task_id
             )
+        if self.cluster is not None and not info.finished:
+            self.cluster.watch(task_id, future)
+            return future
         _resolve_from_info(future, info)
         return future
 
@@ -816,13 +877,13 @@ def _check_arguments(
 def _check_task_id(task_id: str) -> None:
     if len(task_id) > MAX_TASK_ID_LENGTH:
         raise UsageError(
-            f"task_id is {len(task_id):,} characters long; the limit is "
+            f"The task_id is {len(task_id):,} characters long; the limit is "
             f"{MAX_TASK_ID_LENGTH}. Use a shorter id, or omit task_id.",
             task_id=task_id[:40],
         )
     if "\x00" in task_id or not _encodable(task_id):
         raise UsageError(
-            f"task_id {task_id!r} holds a NUL character or a lone surrogate, "
+            f"The task_id {task_id!r} holds a NUL character or a lone surrogate, "
             "which no event store can index; use printable text."
         )
 
@@ -846,6 +907,17 @@ def _statuses(status: Any) -> frozenset[TaskStatus]:
         ) from None
 
 
+def _task_failed(
+    task_id: str, message: str, error_type: str, cause: BaseException | None
+) -> TaskFailedError:
+    # One exception type for a failed task, whether the future was taken
+    # before the failure or rebuilt from the log after it (or a restart);
+    # the task's own exception, when this process saw it, is the cause.
+    error = TaskFailedError(message, task_id=task_id, task_error_type=error_type)
+    error.__cause__ = cause
+    return error
+
+
 def _discard(
     waiters: list[asyncio.Future[Any]] | None, future: asyncio.Future[Any]
 ) -> None:
@@ -857,7 +929,9 @@ def _resolve_from_info(future: asyncio.Future[Any], info: TaskInfo) -> None:
     if info.status is TaskStatus.COMPLETED:
         future.set_result(info.result)
     elif info.status is TaskStatus.FAILED:
-        future.set_exception(TaskFailedError(info.error, task_id=info.id))
+        future.set_exception(
+            _task_failed(info.id, info.error or "", info.error_type or "", None)
+        )
     elif info.status is TaskStatus.CANCELLED:
         future.cancel(info.error)
     else:
@@ -881,7 +955,7 @@ def _event_message(
         progress = data["progress"]
     elif type_ is EventType.COMPLETED:
         progress = 1.0
-    elif type_ is EventType.QUEUED:
+    elif type_ is EventType.QUEUED or type_ is EventType.STARTED:
         progress = 0.0
     else:
         progress = info.progress if info is not None else 0.0

@@ -26,7 +26,7 @@ def make_store(store: EventStore | str | None, **options: object) -> EventStore:
         return store
     if not isinstance(store, str):
         raise UsageError(
-            f"store must be an EventStore, a database URL or None, not {store!r}."
+            f"The store must be an EventStore, a database URL or None, not {store!r}."
         )
     backend = backend_of(store)
     if backend == "memory":

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import migrations
 from engine.exceptions import SchemaVersionError
-from engine.store.schema import metadata
+from engine.store.schema import included_in, metadata
 from engine.store.urls import async_url, safe_url
 
 __all__ = [
@@ -74,7 +74,10 @@ def schema_drift(connection: Connection) -> list[Any]:
     An empty list means the migrated schema is the one the code describes
     (what ``alembic check`` verifies).
     """
-    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    include = included_in(connection.dialect.name)
+    context = MigrationContext.configure(
+        connection, opts={"compare_type": True, "include_object": include}
+    )
     return list(compare_metadata(context, metadata))
 
 

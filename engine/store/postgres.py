@@ -20,7 +20,12 @@ import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from engine.constants import EVENTS_TABLE, NOTIFY_CHANNEL
+from engine.constants import (
+    EVENTS_TABLE,
+    LEASES_TABLE,
+    NOTIFY_CHANNEL,
+    RUNNABLE_TABLE,
+)
 from engine.events import EventType, TaskEvent, decode_payload, encode_payload
 from engine.exceptions import (
     ConcurrencyConflictError,
@@ -36,6 +41,7 @@ from engine.store.urls import async_url, safe_url
 __all__ = [
     "COMMIT_ORDER_LOCK_KEY",
     "MAX_TASK_ID_LENGTH",
+    "REBUILD_STATEMENTS",
     "PostgresEventStore",
     "asyncpg_dsn",
     "translate_error",
@@ -68,6 +74,13 @@ MAX_TASK_ID_LENGTH = 512
 # order. The alternative, storing the writer's xid8 and reading only below
 # the oldest running transaction, costs a column and a harder read query.
 # See https://www.postgresql.org/docs/current/explicit-locking.html#ADVISORY-LOCKS
+#
+# The cluster's projections (``task_runnable``: tasks whose last event is
+# ``queued``; ``task_leases``: tasks whose last event is ``started`` or
+# ``progress``, with the node running them) are written by the same
+# statement, so they can never disagree with the log. Only the last event of
+# each task in the batch counts: a batch may hold a task's ``queued`` and
+# ``started`` together, and the CTEs of one statement share one snapshot.
 _APPEND = f"""
 WITH serialised AS MATERIALIZED (
     SELECT pg_advisory_xact_lock({COMMIT_ORDER_LOCK_KEY})
@@ -77,12 +90,107 @@ WITH serialised AS MATERIALIZED (
     FROM serialised, unnest(
         $1::text[], $2::int[], $3::text[], $4::timestamptz[], $5::jsonb[]
     ) AS e(task_id, version, type, at, data)
-    RETURNING position
+    RETURNING position, task_id, version, type, data
+), last AS (
+    SELECT DISTINCT ON (task_id) task_id, version, type, position, data
+    FROM inserted ORDER BY task_id, version DESC
+), runnable AS (
+    INSERT INTO {RUNNABLE_TABLE} (task_id, priority, position, version, attempt)
+    SELECT task_id, coalesce((data->>'priority')::bigint, 0), position, version,
+        coalesce((data->>'attempt')::int, 1)
+    FROM last WHERE type = 'queued'
+    ON CONFLICT (task_id) DO UPDATE SET priority = excluded.priority,
+        position = excluded.position, version = excluded.version,
+        attempt = excluded.attempt
+), taken AS (
+    DELETE FROM {RUNNABLE_TABLE}
+    WHERE task_id = ANY(ARRAY(SELECT task_id FROM last WHERE type <> 'queued'))
+), leased AS (
+    INSERT INTO {LEASES_TABLE} (task_id, node_id, attempt)
+    SELECT task_id, data->>'node_id', coalesce((data->>'attempt')::int, 1)
+    FROM last WHERE type = 'started'
+    ON CONFLICT (task_id) DO UPDATE SET node_id = excluded.node_id,
+        attempt = excluded.attempt
+), released AS (
+    DELETE FROM {LEASES_TABLE} WHERE task_id = ANY(ARRAY(
+        SELECT task_id FROM last WHERE type NOT IN ('started', 'progress')
+    ))
 )
 SELECT array_agg(position ORDER BY position) AS positions,
     pg_notify('{NOTIFY_CHANNEL}', max(position)::text) AS notified
 FROM inserted
 """
+
+# Claiming: the runnable rows of the first tasks by (priority, queued
+# position) are deleted and their ``started`` events inserted in one
+# statement, so a claim is durable before any body runs. The commit-order
+# lock is taken first, through a one-time filter evaluated before the scan
+# locks any row: an append (which holds that lock) may delete runnable rows,
+# and a claim holding row locks while waiting for the lock would deadlock
+# with it.
+_CLAIM = f"""
+WITH serialised AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock({COMMIT_ORDER_LOCK_KEY})
+), picked AS (
+    SELECT task_id FROM {RUNNABLE_TABLE}
+    WHERE EXISTS (SELECT FROM serialised)
+    ORDER BY priority, position LIMIT $1
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    DELETE FROM {RUNNABLE_TABLE}
+    WHERE task_id = ANY(ARRAY(SELECT task_id FROM picked))
+    RETURNING task_id, version, attempt, priority, position
+), inserted AS (
+    INSERT INTO {EVENTS_TABLE} (task_id, version, type, at, data)
+    SELECT task_id, version + 1, 'started', now(),
+        jsonb_build_object('attempt', attempt, 'node_id', $2::text)
+    FROM claimed ORDER BY priority, position
+    RETURNING position, task_id, version, type, at, data
+), leased AS (
+    INSERT INTO {LEASES_TABLE} (task_id, node_id, attempt)
+    SELECT task_id, $2::text, attempt FROM claimed
+    ON CONFLICT (task_id) DO UPDATE SET node_id = excluded.node_id,
+        attempt = excluded.attempt
+), queued AS (
+    SELECT * FROM {EVENTS_TABLE}
+    WHERE position = ANY(ARRAY(SELECT position FROM claimed))
+)
+SELECT i.position, i.task_id, i.version, i.type, i.at, i.data,
+    q.position, q.task_id, q.version, q.type, q.at, q.data,
+    CASE WHEN i.position = max(i.position) OVER ()
+        THEN pg_notify('{NOTIFY_CHANNEL}', i.position::text) END
+FROM inserted i JOIN queued q ON q.task_id = i.task_id
+ORDER BY i.position
+"""
+
+_LAST_EVENTS = f"""
+    SELECT DISTINCT ON (task_id) task_id, version, type, position, data
+    FROM {EVENTS_TABLE} ORDER BY task_id, version DESC
+"""
+
+#: Statements that rebuild the cluster's projections from the log, in one
+#: transaction (run by revision 0002 and :meth:`rebuild_projections`).
+REBUILD_STATEMENTS = (
+    f"SELECT pg_advisory_xact_lock({COMMIT_ORDER_LOCK_KEY})",
+    f"DELETE FROM {RUNNABLE_TABLE}",
+    f"DELETE FROM {LEASES_TABLE}",
+    f"""
+    INSERT INTO {RUNNABLE_TABLE} (task_id, priority, position, version, attempt)
+    SELECT task_id, coalesce((data->>'priority')::bigint, 0), position, version,
+        coalesce((data->>'attempt')::int, 1)
+    FROM ({_LAST_EVENTS}) last WHERE type = 'queued'
+    """,
+    f"""
+    INSERT INTO {LEASES_TABLE} (task_id, node_id, attempt)
+    SELECT s.task_id, s.data->>'node_id', coalesce((s.data->>'attempt')::int, 1)
+    FROM ({_LAST_EVENTS}) last
+    JOIN (
+        SELECT DISTINCT ON (task_id) task_id, data FROM {EVENTS_TABLE}
+        WHERE type = 'started' ORDER BY task_id, version DESC
+    ) s USING (task_id)
+    WHERE last.type IN ('started', 'progress')
+    """,
+)
 _SELECT = f"SELECT position, task_id, version, type, at, data FROM {EVENTS_TABLE}"
 _READ = f"{_SELECT} WHERE position > $1 ORDER BY position LIMIT $2"
 _READ_TASK = f"{_SELECT} WHERE task_id = $1 ORDER BY version"
@@ -238,6 +346,9 @@ class PostgresEventStore(EventStore):
             connection adds ``_listener``.
     """
 
+    #: Workers on this store share their queue with other processes.
+    clustered = True
+
     def __init__(
         self,
         url: str,
@@ -352,6 +463,40 @@ class PostgresEventStore(EventStore):
             },
         )
         return list(positions)
+
+    async def claim(
+        self, node_id: str, limit: int
+    ) -> list[tuple[TaskEvent, TaskEvent]]:
+        """Claim up to ``limit`` runnable tasks for ``node_id``, in priority
+        order, writing their ``started`` events in the same transaction.
+
+        Returns:
+            ``(queued, started)`` event pairs, in claim order.
+        """
+        pool = self._open_pool()
+        with self._translated():
+            rows = await pool.fetch(_CLAIM, limit, node_id)
+        started = _decode([row[:6] for row in rows])
+        queued = _decode([row[6:12] for row in rows])
+        return list(zip(queued, started, strict=True))
+
+    async def rebuild_projections(self) -> None:
+        """Rebuild the runnable and lease tables from the log."""
+        pool = self._open_pool()
+        with self._translated():
+            async with pool.acquire() as connection, connection.transaction():
+                for statement in REBUILD_STATEMENTS:
+                    await connection.execute(statement)
+
+    async def query(self, sql: str, *args: Any) -> list[Any]:
+        """Run one statement of the cluster's bookkeeping; its rows.
+
+        Raises:
+            StoreUnavailableError: the server cannot be reached.
+        """
+        pool = self._open_pool()
+        with self._translated():
+            return list(await pool.fetch(sql, *args))
 
     async def read(self, after: int = 0, limit: int | None = None) -> list[TaskEvent]:
         pool = self._open_pool()

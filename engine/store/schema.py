@@ -9,9 +9,22 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from engine.constants import EVENTS_TABLE, EVENTS_UNIQUE_CONSTRAINT
+from engine.constants import (
+    EVENTS_TABLE,
+    EVENTS_UNIQUE_CONSTRAINT,
+    LEASES_TABLE,
+    NODES_TABLE,
+    RUNNABLE_TABLE,
+)
 
-__all__ = ["metadata", "task_events"]
+__all__ = [
+    "included_in",
+    "metadata",
+    "task_events",
+    "task_leases",
+    "task_nodes",
+    "task_runnable",
+]
 
 metadata = sa.MetaData()
 
@@ -44,3 +57,56 @@ task_events = sa.Table(
     ),
     sa.UniqueConstraint("task_id", "version", name=EVENTS_UNIQUE_CONSTRAINT),
 )
+
+# The cluster's tables live on PostgreSQL only (revision 0002): ``info``
+# marks them so the drift check leaves them out on SQLite. Both projections
+# are written in the transaction of the events they mirror and can be rebuilt
+# from the log (engine/store/postgres.py).
+
+_POSTGRESQL_ONLY = {"dialects": ("postgresql",)}
+
+task_runnable = sa.Table(
+    RUNNABLE_TABLE,
+    metadata,
+    sa.Column("task_id", sa.Text(), primary_key=True),
+    sa.Column("priority", sa.BigInteger(), nullable=False),
+    sa.Column("position", sa.BigInteger(), nullable=False),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.Column("attempt", sa.Integer(), nullable=False),
+    sa.Index("task_runnable_order", "priority", "position"),
+    info=_POSTGRESQL_ONLY,
+)
+
+task_leases = sa.Table(
+    LEASES_TABLE,
+    metadata,
+    sa.Column("task_id", sa.Text(), primary_key=True),
+    sa.Column("node_id", sa.Text(), nullable=True),
+    sa.Column("attempt", sa.Integer(), nullable=False),
+    sa.Index("task_leases_node", "node_id"),
+    info=_POSTGRESQL_ONLY,
+)
+
+task_nodes = sa.Table(
+    NODES_TABLE,
+    metadata,
+    sa.Column("node_id", sa.Text(), primary_key=True),
+    sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("pid", sa.Integer(), nullable=False),
+    sa.Column("hostname", sa.Text(), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    info=_POSTGRESQL_ONLY,
+)
+
+
+def included_in(dialect: str) -> object:
+    """An Alembic ``include_object`` hook keeping ``dialect``'s tables only."""
+
+    def include(
+        obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+    ) -> bool:
+        table = obj if type_ == "table" else getattr(obj, "table", None)
+        dialects = getattr(table, "info", {}).get("dialects")
+        return dialects is None or dialect in dialects
+
+    return include

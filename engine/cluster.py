@@ -1,0 +1,583 @@
+"""The cluster: worker processes (nodes) sharing one PostgreSQL log.
+
+A node claims runnable tasks through the store (one statement deletes their
+``task_runnable`` rows and writes their ``started`` events), follows every
+other node's events through ``store.tail`` into its own ``TaskInfo``
+projection, heartbeats in ``task_nodes``, and re-queues the tasks of nodes
+whose heartbeat is older than the lease. This module may import
+:mod:`engine.events`, :mod:`engine.exceptions`, :mod:`engine.executor`,
+:mod:`engine.registry` and :mod:`projections`; the worker imports it only
+when its store is clustered (PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+from engine.constants import LEASES_TABLE, NODES_TABLE
+from engine.events import EventType, TaskEvent, utcnow
+from engine.exceptions import ConcurrencyConflictError, StoreError
+from engine.executor import TaskRun
+from engine.registry import find_task
+from projections.task_info import TaskInfo, apply
+
+if TYPE_CHECKING:
+    from engine.worker import AsyncTaskWorker
+
+__all__ = ["DEFAULT_HEARTBEAT_S", "DEFAULT_LEASE_S", "Cluster"]
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between two heartbeats of a node (``TASKENGINE_HEARTBEAT_S``).
+DEFAULT_HEARTBEAT_S = 2.0
+#: Seconds without a heartbeat after which a node counts as lost and its
+#: running tasks are queued again (``TASKENGINE_LEASE_S``).
+DEFAULT_LEASE_S = 10.0
+
+_TERMINAL = (EventType.COMPLETED, EventType.FAILED, EventType.CANCELLED)
+_RUNNING = (EventType.STARTED, EventType.PROGRESS)
+_RETRY_FIRST_S = 0.05
+_RETRY_MAX_S = 2.0
+_CANCEL_ROUNDS = 8
+
+_BEAT = f"""
+INSERT INTO {NODES_TABLE} (node_id, heartbeat_at, pid, hostname, started_at)
+VALUES ($1, now(), $2, $3, now())
+ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = now()
+"""
+_LEAVE = f"DELETE FROM {NODES_TABLE} WHERE node_id = $1"
+_OWN_LEASES = f"SELECT task_id, node_id FROM {LEASES_TABLE} WHERE node_id = $1"
+# Leases whose node is gone (no row) or silent for longer than the lease.
+_LOST_LEASES = f"""
+SELECT l.task_id, l.node_id FROM {LEASES_TABLE} l
+LEFT JOIN {NODES_TABLE} n ON n.node_id = l.node_id
+WHERE l.node_id IS DISTINCT FROM $1
+    AND (n.node_id IS NULL
+        OR n.heartbeat_at < now() - make_interval(secs => $2))
+LIMIT 500
+"""
+_FORGET_NODES = f"""
+DELETE FROM {NODES_TABLE}
+WHERE node_id <> $1 AND heartbeat_at < now() - make_interval(secs => $2)
+"""
+
+
+def _env_seconds(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
+class Cluster:
+    """One node's share of the cluster, owned by an ``AsyncTaskWorker``.
+
+    Attributes:
+        heartbeat_s: seconds between heartbeats.
+        lease_s: seconds of silence after which a node's tasks are recovered.
+        poll_interval_s: the fallback poll of the claimer and the tail.
+        claim_batch: most tasks one claim takes.
+    """
+
+    def __init__(self, worker: AsyncTaskWorker) -> None:
+        self._worker = worker
+        self._store: Any = worker.store
+        self._journal = worker._journal
+        self.node_id = worker.node_id
+        self.heartbeat_s = _env_seconds("TASKENGINE_HEARTBEAT_S", DEFAULT_HEARTBEAT_S)
+        self.lease_s = _env_seconds("TASKENGINE_LEASE_S", DEFAULT_LEASE_S)
+        self.poll_interval_s = 1.0
+        self.claim_batch = 1000
+        self.counters = {"claimed": 0, "recovered": 0}
+        self._held: set[str] = set()
+        self._watchers: dict[str, list[asyncio.Future[Any]]] = {}
+        self._wake = asyncio.Event()
+        self._backlog = True
+        self._claiming = False
+        self._claim_idle = asyncio.Event()
+        self._claim_idle.set()
+        self._healthy_since = float("-inf")
+        self._claimer: asyncio.Task[None] | None = None
+        self._loops: list[asyncio.Task[None]] = []
+        self._chores: set[asyncio.Task[Any]] = set()
+        self._journal.on_rejected = self._on_rejected
+
+    # Lifecycle
+
+    async def start(self, after: int) -> None:
+        """Register the node, re-queue what an earlier run of it left, and
+        start claiming, following the log from ``after`` and heartbeating."""
+        await self._store.query(_BEAT, self.node_id, os.getpid(), socket.gethostname())
+        await self._store.start_listening()
+        rows = await self._store.query(_OWN_LEASES, self.node_id)
+        await self._recover(rows)
+        self._claimer = asyncio.create_task(self._claim_loop(), name="te-claimer")
+        self._loops = [
+            asyncio.create_task(self._follow(after), name="te-tail"),
+            asyncio.create_task(self._heartbeat_loop(), name="te-heartbeat"),
+        ]
+        logger.info(
+            "Node joined the cluster",
+            extra={"action": "node_joined", "node_id": self.node_id},
+        )
+
+    async def stop_claiming(self) -> None:
+        """Take no more tasks; a claim in flight still hands its tasks over."""
+        claimer, self._claimer = self._claimer, None
+        if claimer is not None:
+            claimer.cancel()
+            await asyncio.gather(claimer, return_exceptions=True)
+
+    def cancel_unstarted(self) -> None:
+        """Cancel claimed tasks whose body never started (the node stops)."""
+        for task_id in list(self._held):
+            run = self._worker._runs.get(task_id)
+            if run is not None and not run.finished and run.runner is None:
+                self._worker._finish_cancelled(
+                    run, "The worker stopped before the task started."
+                )
+
+    async def close(self) -> None:
+        """Stop following and heartbeating, and remove the node's row."""
+        await self.stop_claiming()
+        tasks = [*self._loops, *self._chores]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._loops = []
+        with contextlib.suppress(StoreError):
+            await self._store.query(_LEAVE, self.node_id)
+        logger.info(
+            "Node left the cluster",
+            extra={"action": "node_left", "node_id": self.node_id, **self.counters},
+        )
+
+    # Hooks called by the worker
+
+    def on_queued(self, run: TaskRun) -> None:
+        """Claim a task this node just recorded as queued, in the same append,
+        when a slot is free and no older work is known to wait."""
+        if self._backlog or self._claiming:
+            return
+        if len(self._held) >= self._worker.max_workers:
+            return
+        self._journal.record(
+            run.task_id,
+            EventType.STARTED,
+            {"attempt": run.attempt, "node_id": self.node_id},
+        )
+        run.claimed = True
+        self._held.add(run.task_id)
+
+    def queued_here(self, run: TaskRun) -> None:
+        """A task recorded here but left to whichever node claims it."""
+        self._worker._runs[run.task_id] = run
+        self._backlog = True
+        self._wake.set()
+
+    def release(self, task_id: str) -> None:
+        """A claimed task ended here: its slot is free."""
+        self._held.discard(task_id)
+        self._wake.set()
+
+    def watch(self, task_id: str, future: asyncio.Future[Any]) -> None:
+        """Resolve ``future`` when the task ends, on whichever node."""
+        self._watchers.setdefault(task_id, []).append(future)
+
+    async def cancel_task(self, task_id: str) -> bool:
+        """Cancel a task wherever it waits or runs; see ``cancel_task``."""
+        for _ in range(_CANCEL_ROUNDS):
+            info = self._journal.infos.get(task_id)
+            if info is None:
+                info = await self._refold(task_id)
+            if info is None or info.finished:
+                return False
+            self._record_cancel(task_id)
+            await self._journal.durable()
+            rejection = self._journal.take_rejection(task_id)
+            if rejection is None:
+                self._settle_watchers(task_id)
+                return True
+            if not isinstance(rejection, ConcurrencyConflictError):
+                raise rejection
+            await self._refold(task_id)
+        return False
+
+    def _record_cancel(self, task_id: str) -> None:
+        run = self._worker._runs.get(task_id)
+        if run is not None and not run.finished and (run.claimed or not run.taken):
+            runner = run.runner
+            self._worker._finish_cancelled(run, "cancelled")
+            if runner is not None:
+                self._worker._interrupt(run)
+            return
+        data = {"error": "cancelled", "error_type": "CancelledError"}
+        self._journal.record(task_id, EventType.CANCELLED, data)
+
+    # Claiming
+
+    async def _claim_loop(self) -> None:
+        delay_s = _RETRY_FIRST_S
+        while True:
+            free = self._worker.max_workers - len(self._held)
+            if free <= 0:
+                self._backlog = True
+                await self._pause(self.poll_interval_s)
+                continue
+            wanted = min(free, self.claim_batch)
+            self._claiming = True
+            self._claim_idle.clear()
+            try:
+                pairs = await self._store.claim(self.node_id, wanted)
+            except StoreError as exc:
+                _log_retry("Claiming tasks failed", "claim_failed", exc)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, _RETRY_MAX_S)
+                continue
+            finally:
+                self._claiming = False
+                self._claim_idle.set()
+            delay_s = _RETRY_FIRST_S
+            self._backlog = len(pairs) == wanted
+            self._take(pairs)
+            await asyncio.sleep(0)  # let adopters waiting on this claim look
+            if not self._backlog:
+                await self._pause(self.poll_interval_s)
+
+    async def _pause(self, timeout_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._wake.wait()
+        self._wake.clear()
+
+    def _take(self, pairs: list[tuple[TaskEvent, TaskEvent]]) -> None:
+        published: list[TaskEvent] = []
+        for queued, started in pairs:
+            info = self._journal.infos.get(started.task_id)
+            if info is not None and info.finished:
+                # Our own pending cancel holds this version: the cancel's
+                # conflict is resolved by cancel_task's retry.
+                continue
+            for event in (queued, started):
+                if self._journal.fold_committed(event) is not None:
+                    published.append(event)
+            self._run_claimed(queued, started)
+        self.counters["claimed"] += len(pairs)
+        if published:
+            self._worker._published(published)
+
+    def _run_claimed(self, queued: TaskEvent, started: TaskEvent) -> None:
+        task_id = started.task_id
+        attempt = started.data.get("attempt", 1)
+        self._held.add(task_id)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "Task claimed",
+                extra={
+                    "action": "task_claimed",
+                    "task_id": task_id,
+                    "attempt": attempt,
+                },
+            )
+        if attempt > 1 and "args" not in queued.data:
+            self._spawn(self._run_merged(task_id, attempt))
+        else:
+            self._hand_over(task_id, queued.data, attempt)
+
+    async def _run_merged(self, task_id: str, attempt: int) -> None:
+        events = await self._read(task_id)
+        self._hand_over(task_id, _merged_spec(events), attempt)
+
+    def _hand_over(self, task_id: str, data: dict[str, Any], attempt: int) -> None:
+        """Give a claimed task to the pool, reusing the run ``add_task`` made
+        here (it holds the futures and the function)."""
+        run = self._worker._runs.get(task_id)
+        if run is None or run.finished or run.taken:
+            run = self._build_run(task_id, data, attempt)
+            if run is None:
+                return
+        run.attempt = attempt
+        run.claimed = True
+        self._worker.enqueue(run)
+
+    def _build_run(
+        self, task_id: str, data: dict[str, Any], attempt: int
+    ) -> TaskRun | None:
+        task_type = data.get("task_type") or "?"
+        func = find_task(task_type)
+        if func is None:
+            self._held.discard(task_id)
+            self._journal.record(
+                task_id,
+                EventType.FAILED,
+                {
+                    "error": f"Task type {task_type!r} is not registered on node "
+                    f"{self.node_id!r}; register it with @task({task_type!r}) "
+                    "on every node.",
+                    "error_type": "UnknownTaskTypeError",
+                    "attempt": attempt,
+                },
+            )
+            return None
+        return TaskRun(
+            task_id=task_id,
+            task_type=task_type,
+            func=func,
+            args=tuple(data.get("args", ())),
+            kwargs=dict(data.get("kwargs", {})),
+            priority=data.get("priority", 0),
+            timeout_s=data.get("timeout"),
+            metadata=data.get("metadata"),
+            use_cache=data.get("use_cache", False),
+            cache_ttl=data.get("cache_ttl"),
+            attempt=attempt,
+        )
+
+    # Following the other nodes
+
+    async def _follow(self, after: int) -> None:
+        async for batch in self._store.tail(
+            after, poll_interval_s=self.poll_interval_s
+        ):
+            fresh = [event for event in batch if self._fold(event)]
+            if fresh:
+                self._worker._published(fresh)
+                for event in fresh:
+                    self._react(event)
+
+    def _fold(self, event: TaskEvent) -> bool:
+        try:
+            return self._journal.fold_committed(event) is not None
+        except ValueError:
+            # Our fold of this task was voided by a conflict: refold it.
+            self._spawn(self._refold(event.task_id))
+            return False
+
+    def _react(self, event: TaskEvent) -> None:
+        type_ = event.type
+        if type_ is EventType.QUEUED:
+            self._backlog = True
+            self._wake.set()
+            self._lose_claim(event.task_id)
+        elif type_ is EventType.STARTED:
+            mine = event.data.get("node_id") == self.node_id
+            if mine and event.task_id not in self._held:
+                # A claim in flight, or one whose reply was lost.
+                self._spawn(self._adopt(event.task_id))
+        elif type_ in _TERMINAL:
+            self._lose_claim(event.task_id)
+            self._settle_watchers(event.task_id)
+
+    def _lose_claim(self, task_id: str) -> None:
+        """Another node decided this task's fate: drop our copy of it."""
+        run = self._worker._runs.get(task_id)
+        if run is None or run.finished:
+            return
+        info = self._journal.infos.get(task_id)
+        if not run.claimed and info is not None and not info.finished:
+            return  # added here, queued or running elsewhere: keep waiting
+        run.finished = True
+        if run.timer is not None:
+            run.timer.cancel()
+            run.timer = None
+        if run.reporter is not None:
+            run.reporter.close()
+        self._worker._runs.pop(task_id, None)
+        if run.claimed:
+            self.release(task_id)
+        if run.runner is not None:
+            self._worker._interrupt(run)
+        for waiter in run.waiters or ():
+            self.watch(task_id, waiter)
+        self._settle_watchers(task_id)
+
+    async def _adopt(self, task_id: str) -> None:
+        await self._claim_idle.wait()
+        if task_id in self._held:
+            return  # the claim's reply handed it over
+        self._held.add(task_id)
+        events = await self._read(task_id)
+        last_started = _last_started(events)
+        if last_started is None or events[-1] is not last_started:
+            self.release(task_id)
+            return
+        attempt = last_started.data.get("attempt", 1)
+        self._hand_over(task_id, _merged_spec(events), attempt)
+
+    def _settle_watchers(self, task_id: str) -> None:
+        info = self._journal.infos.get(task_id)
+        if info is None or not info.finished or task_id not in self._watchers:
+            return
+        from engine.worker import _resolve_from_info
+
+        for future in self._watchers.pop(task_id):
+            if not future.done():
+                _resolve_from_info(future, info)
+
+    # Conflicts
+
+    def _on_rejected(self, task_id: str, exc: BaseException) -> None:
+        if isinstance(exc, ConcurrencyConflictError):
+            self._spawn(self._refold(task_id))
+
+    async def _refold(self, task_id: str) -> TaskInfo | None:
+        """Fold the task again from the log, and drop our run of it when the
+        log says another node decided its fate."""
+        events = await self._read(task_id)
+        if not events:
+            return None
+        info: TaskInfo | None = None
+        for event in events:
+            info = apply(info, event)
+        assert info is not None
+        current = self._journal.infos.get(task_id)
+        if current is None or current.version <= info.version:
+            self._journal.infos[task_id] = info
+        run = self._worker._runs.get(task_id)
+        if run is not None and run.claimed and not _still_ours(events, self.node_id):
+            self._lose_claim(task_id)
+        self._settle_watchers(task_id)
+        return info
+
+    async def _read(self, task_id: str) -> list[TaskEvent]:
+        delay_s = _RETRY_FIRST_S
+        while True:
+            try:
+                return list(await self._store.read_task(task_id))
+            except StoreError as exc:
+                _log_retry("Reading a task failed", "task_read_retried", exc)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, _RETRY_MAX_S)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
+
+    # Heartbeat and lease
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            try:
+                await self._beat()
+            except StoreError as exc:
+                self._healthy_since = float("inf")
+                _log_retry("Heartbeat failed", "node_heartbeat_failed", exc)
+
+    async def _beat(self) -> None:
+        host = socket.gethostname()
+        await self._store.query(_BEAT, self.node_id, os.getpid(), host)
+        now_s = time.monotonic()
+        if self._healthy_since == float("inf"):
+            # Back from an outage: the other nodes may be too, so give them
+            # one lease to heartbeat before judging them.
+            self._healthy_since = now_s
+        logger.debug(
+            "Node heartbeat",
+            extra={"action": "node_heartbeat", "node_id": self.node_id},
+        )
+        if now_s - self._healthy_since >= self.lease_s:
+            rows = await self._store.query(_LOST_LEASES, self.node_id, self.lease_s)
+            await self._recover(rows)
+            await self._store.query(_FORGET_NODES, self.node_id, self.lease_s)
+
+    async def _recover(self, rows: list[Any]) -> None:
+        lost: dict[str, int] = {}
+        for task_id, node_id in rows:
+            if task_id in self._held:
+                continue
+            if await self._requeue(task_id):
+                lost[node_id] = lost.get(node_id, 0) + 1
+        for node_id, count in lost.items():
+            self.counters["recovered"] += count
+            logger.warning(
+                "Tasks of a lost node recovered",
+                extra={
+                    "action": "stale_node_recovered",
+                    "node_id": node_id,
+                    "tasks": count,
+                    "lease_s": self.lease_s,
+                },
+            )
+
+    async def _requeue(self, task_id: str) -> bool:
+        events = await self._read(task_id)
+        started = _last_started(events)
+        if started is None or events[-1].type not in _RUNNING:
+            return False
+        attempt = started.data.get("attempt", 1)
+        if attempt >= self._worker.max_attempts:
+            type_, data = (
+                EventType.FAILED,
+                {
+                    "error": "The worker running this task was lost, and all "
+                    f"{self._worker.max_attempts} attempts are spent.",
+                    "error_type": "WorkerLostError",
+                    "attempt": attempt,
+                },
+            )
+        else:
+            spec = _merged_spec(events)
+            type_, data = (
+                EventType.QUEUED,
+                {
+                    **spec,
+                    "attempt": attempt + 1,
+                    "reason": "worker_lost",
+                },
+            )
+        event = TaskEvent.build(
+            None, task_id, events[-1].version + 1, type_, utcnow(), data
+        )
+        try:
+            await self._store.append([event])
+        except ConcurrencyConflictError:
+            return False  # another node recovered it first, or it moved on
+        logger.warning(
+            "Task of a lost node queued again",
+            extra={
+                "action": "task_requeued"
+                if type_ is EventType.QUEUED
+                else "task_failed",
+                "task_id": task_id,
+                "attempt": data["attempt"],
+                "node_id": started.data.get("node_id"),
+            },
+        )
+        return True
+
+
+def _merged_spec(events: list[TaskEvent]) -> dict[str, Any]:
+    spec: dict[str, Any] = {}
+    for event in events:
+        if event.type is EventType.QUEUED:
+            spec.update(event.data)
+    spec.pop("reason", None)
+    return spec
+
+
+def _last_started(events: list[TaskEvent]) -> TaskEvent | None:
+    for event in reversed(events):
+        if event.type is EventType.STARTED:
+            return event
+        if event.type is EventType.QUEUED:
+            return None
+    return None
+
+
+def _still_ours(events: list[TaskEvent], node_id: str) -> bool:
+    started = _last_started(events)
+    return (
+        started is not None
+        and started.data.get("node_id") == node_id
+        and events[-1].type in _RUNNING
+    )
+
+
+def _log_retry(message: str, action: str, exc: BaseException) -> None:
+    logger.warning(message, extra={"action": action, "error": str(exc)[:250]})
