@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from engine.constants import DATABASE_URL_ENV, DEFAULT_DATABASE_URL
-from engine.store.schema import metadata
+from engine.store.schema import included_in, metadata
 from engine.store.urls import async_url
 
 config = context.config
@@ -35,6 +35,7 @@ def _run(connection: Connection) -> None:
         target_metadata=metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=included_in(connection.dialect.name),
     )
     with context.begin_transaction():
         context.run_migrations()
