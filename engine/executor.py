@@ -166,7 +166,22 @@ class TaskExecutor:
         # Otherwise a late result after a timeout or cancel changes nothing.
 
     async def _run_cached(self, run: TaskRun) -> None:
-        flight_scope = self._worker.cache.single_flight(
+        cache = self._worker.cache
+        key, hit, value = await cache.lookup(
+            run.func,
+            run.args,
+            run.kwargs,
+            cache_key_fn=run.cache_key_fn,
+            task_id=run.task_id,
+            metadata=run.metadata,
+        )
+        if hit:
+            if not run.finished:
+                self._worker._finish_completed(
+                    run, value, from_cache=True, cache_key=key
+                )
+            return
+        flight_scope = cache.single_flight(
             run.func,
             run.args,
             run.kwargs,

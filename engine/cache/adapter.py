@@ -154,6 +154,30 @@ class AsyncCacheAdapter:
             func_name, args, kwargs, cache_key_fn, entry_id, metadata
         )
 
+    async def lookup(
+        self,
+        func_name: FuncRef,
+        args: Args,
+        kwargs: Kwargs,
+        cache_key_fn: CacheKeyFn | None = None,
+        task_id: str | None = None,
+        metadata: Metadata = None,
+    ) -> tuple[str | None, bool, Any]:
+        """``(key, hit, value)`` with the key built once: the worker's fast
+        path for a hit, before it pays for a single-flight election."""
+        if not self.enabled:
+            return None, False, None
+        entry_id = self._entry_id(func_name, task_id)
+        key = self._cache.try_key_for(
+            func_name, args, kwargs, cache_key_fn, metadata, entry_id
+        )
+        if key is None:
+            return None, False, None
+        hit, value = await self._cache.get_by_key(key)
+        if hit and entry_id is not None:
+            self._cache._remember(entry_id, key)
+        return key, hit, value
+
     async def set(
         self,
         func_name: FuncRef,
