@@ -60,13 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="index files, one task per file")
     demo.add_argument("directory", nargs="?", type=Path, help="default: the stdlib")
-    demo.add_argument("--workers", type=int, default=8)
+    demo.add_argument("--workers", type=_positive_int, default=8)
     demo.add_argument("--pattern", default="*", help="glob of files to index")
-    demo.add_argument("--limit", type=int, help="index at most this many files")
+    demo.add_argument(
+        "--limit", type=_positive_int, help="index at most this many files"
+    )
     _add_database(demo)
 
     worker = commands.add_parser("worker", help="run a worker on the log")
-    worker.add_argument("--workers", type=int, default=10)
+    worker.add_argument("--workers", type=_positive_int, default=10)
     worker.add_argument(
         "--import",
         dest="imports",
@@ -88,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     tasks = commands.add_parser("tasks", help="list tasks from the log")
     tasks.add_argument("--status", action="append", help="filter (repeatable)")
     tasks.add_argument("--type", dest="task_type", help="filter by task type")
-    tasks.add_argument("--limit", type=int, default=20)
+    tasks.add_argument("--limit", type=_positive_int, default=20)
     _add_database(tasks)
 
     history = commands.add_parser("history", help="one task's timeline")
@@ -96,12 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_database(history)
 
     replay = commands.add_parser("replay", help="rebuild state from the log")
-    replay.add_argument("--position", type=int, help="as of this log position")
+    replay.add_argument("--position", type=_position, help="as of this position")
     replay.add_argument("--at", type=_aware_time, help="as of this ISO time")
     _add_database(replay)
 
     tail = commands.add_parser("tail", help="print events as they are appended")
-    tail.add_argument("--after", type=int, default=None, help="start after P")
+    tail.add_argument("--after", type=_position, default=None, help="start after P")
     tail.add_argument("--follow", "-f", action="store_true")
     tail.add_argument("--poll", type=float, default=0.5, help="poll seconds")
     _add_database(tail)
@@ -130,8 +132,33 @@ def _add_serve(commands: Any) -> None:
     add_serve_arguments(serve)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number.") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number.")
+    return value
+
+
+def _position(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a log position.") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"A log position is never negative: {value}.")
+    return value
+
+
 def _aware_time(text: str) -> dt.datetime:
-    value = dt.datetime.fromisoformat(text)
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time such as 2026-01-31T12:00:00+00:00."
+        ) from None
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
