@@ -2,7 +2,6 @@
 each importable, and the names API.md promises are there."""
 
 from __future__ import annotations
-
 import __future__
 
 import engine
