@@ -166,20 +166,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``taskengine`` console script."""
     args = build_parser().parse_args(argv)
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     if args.verbose == 0:
-        # A failed task is a result in this tool, not a crash to print.
-        logging.getLogger("engine.worker").setLevel(logging.CRITICAL)
-    handler = _COMMANDS[args.command]
+        # A failed task is a result in this tool, shown in its tables, not a
+        # crash to print with a traceback.
+        handler.addFilter(
+            lambda record: getattr(record, "action", None) != "task_failed"
+        )
+    logging.basicConfig(level=level, handlers=[handler])
+    command = _COMMANDS[args.command]
     try:
         if args.command == "serve":
             # uvicorn runs its own event loop.
             from engine.serve import serve_main
 
             return serve_main(args)
-        return asyncio.run(handler(args)) or 0
+        return asyncio.run(command(args)) or 0
     except TaskEngineError as exc:
         errors.print(f"[red]error:[/red] {exc.message}")
         return 2
