@@ -13,6 +13,7 @@ import logging
 import math
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -161,7 +162,7 @@ class AsyncTaskWorker:
         self._stragglers: set[asyncio.Task[Any]] = set()
         self._room: asyncio.Semaphore | None = None
         self._housekeeping: asyncio.Task[None] | None = None
-        self._publish: Callable[[str, str, dict[str, Any]], Any] | None = None
+        self._publish: Callable[[str, str, Callable[[], Any]], Any] | None = None
         #: The node's share of a cluster (PostgreSQL stores only), else None.
         self.cluster: Any = None
         if getattr(self._store, "clustered", False):
@@ -229,7 +230,11 @@ class AsyncTaskWorker:
         events = self.events
         if self._owns_events and hasattr(events, "start"):
             await events.start()
-        self._publish = events.publish_event
+        self._publish = getattr(events, "publish_lazy", None) or (
+            lambda event_id, group_id, make: events.publish_event(
+                event_id, group_id, make()
+            )
+        )
         if self.max_queue_size is not None and self.cluster is None:
             self._room = asyncio.Semaphore(self.max_queue_size)
         self.running = True
@@ -798,8 +803,14 @@ class AsyncTaskWorker:
             return
         infos = self._journal.infos
         for event in events:
+            info = infos.get(event.task_id)
+            group_id = _group_of(event, info)
             try:
-                publish(*_event_message(event, infos.get(event.task_id)))
+                publish(
+                    f"{event.task_id}:{event.version}",
+                    group_id,
+                    partial(_event_message, event, info, group_id),
+                )
             except Exception:  # noqa: BLE001 - a subscriber never breaks the log
                 logger.exception(
                     "Publishing an event failed",
@@ -944,11 +955,15 @@ def _resolve_from_info(future: asyncio.Future[Any], info: TaskInfo) -> None:
         )
 
 
+def _group_of(event: TaskEvent, info: TaskInfo | None) -> str:
+    metadata = info.metadata if info is not None else None
+    group_id = metadata.get("group_id") if metadata else None
+    return group_id if group_id is not None else event.task_id
+
+
 def _event_message(
-    event: TaskEvent, info: TaskInfo | None
-) -> tuple[str, str, dict[str, Any]]:
-    metadata = info.metadata if info is not None else {}
-    group_id = metadata.get("group_id") or event.task_id
+    event: TaskEvent, info: TaskInfo | None, group_id: str
+) -> dict[str, Any]:
     type_ = event.type
     data = event.data
     if type_ is EventType.PROGRESS:
@@ -959,9 +974,8 @@ def _event_message(
         progress = 0.0
     else:
         progress = info.progress if info is not None else 0.0
-    event_id = f"{event.task_id}:{event.version}"
     message: dict[str, Any] = {
-        "event_id": event_id,
+        "event_id": f"{event.task_id}:{event.version}",
         "position": event.position,
         "task_id": event.task_id,
         "version": event.version,
@@ -978,4 +992,4 @@ def _event_message(
     elif "error" in data:
         message["error"] = data["error"]
         message["error_type"] = data.get("error_type")
-    return event_id, group_id, message
+    return message

@@ -248,15 +248,8 @@ class EventManager:
             may also be awaited.
         """
         now_s = self._clock()
-        processed = self._processed
-        seen_at_s = processed.get(event_id)
-        if seen_at_s is not None:
-            if now_s - seen_at_s <= self._ttl_s:
-                return COUNTS[0]
-            processed.move_to_end(event_id)
-        processed[event_id] = now_s
-        if len(processed) > self._max_processed:
-            processed.popitem(last=False)
+        if not self._first_seen(event_id, now_s):
+            return COUNTS[0]
 
         event_data.setdefault("group_id", group_id)
         self._recent.append((now_s, event_data))
@@ -269,6 +262,35 @@ class EventManager:
         if group is not None:
             delivered += self._deliver(group, event_data, now_s)
         return count(delivered)
+
+    def publish_lazy(
+        self, event_id: str, group_id: str | None, make_event: Callable[[], Event]
+    ) -> Count:
+        """Like :meth:`publish_event`, for a publisher whose event dict costs
+        something to build: ``make_event`` runs only when a subscriber of the
+        event exists, or when :meth:`get_recent_events` reads it later.
+
+        The worker publishes every task event this way, so a process with no
+        subscribers does not pay for messages nobody reads.
+        """
+        if group_id in self._by_group or self._everyone:
+            return self.publish_event(event_id, group_id, make_event())
+        now_s = self._clock()
+        if self._first_seen(event_id, now_s):
+            self._recent.append((now_s, _Deferred(make_event, group_id)))
+        return COUNTS[0]
+
+    def _first_seen(self, event_id: str, now_s: float) -> bool:
+        processed = self._processed
+        seen_at_s = processed.get(event_id)
+        if seen_at_s is not None:
+            if now_s - seen_at_s <= self._ttl_s:
+                return False
+            processed.move_to_end(event_id)
+        processed[event_id] = now_s
+        if len(processed) > self._max_processed:
+            processed.popitem(last=False)
+        return True
 
     def get_recent_events(
         self, filter: EventFilter | Callable[[Event], bool] | None = None
@@ -284,7 +306,11 @@ class EventManager:
         """
         predicate = _as_predicate(filter)
         self._expire(self._clock())
-        events = (event for _, event in self._recent)
+        recent = self._recent
+        for index, (at_s, event) in enumerate(recent):
+            if type(event) is _Deferred:
+                recent[index] = (at_s, event.build())
+        events = (event for _, event in recent)
         if predicate is None:
             return EventList(events)
         return EventList(event for event in events if predicate(event))
@@ -402,6 +428,21 @@ class EventManager:
                     "Event manager clean-up failed",
                     extra={"action": "event_cleanup_failed"},
                 )
+
+
+class _Deferred:
+    """An event dict not built yet (see :meth:`EventManager.publish_lazy`)."""
+
+    __slots__ = ("make_event", "group_id")
+
+    def __init__(self, make_event: Callable[[], Event], group_id: str | None) -> None:
+        self.make_event = make_event
+        self.group_id = group_id
+
+    def build(self) -> Event:
+        event = self.make_event()
+        event.setdefault("group_id", self.group_id)
+        return event
 
 
 event_manager = EventManager()

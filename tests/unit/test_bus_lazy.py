@@ -1,0 +1,60 @@
+"""EventManager.publish_lazy: the event dict is built only when needed."""
+
+from __future__ import annotations
+
+from engine.bus import EventManager
+
+
+def _factory(calls, event):
+    def make():
+        calls.append(event["event_id"])
+        return dict(event)
+
+    return make
+
+
+async def test_publish_lazy_builds_nothing_without_subscribers():
+    manager = EventManager()
+    calls = []
+
+    delivered = manager.publish_lazy("e1", "g", _factory(calls, {"event_id": "e1"}))
+
+    assert delivered == 0
+    assert calls == []
+    assert manager.is_processed("e1")
+
+
+async def test_recent_events_build_deferred_events_once():
+    manager = EventManager()
+    calls = []
+    manager.publish_lazy("e1", "g", _factory(calls, {"event_id": "e1"}))
+
+    first = manager.get_recent_events()
+    second = manager.get_recent_events()
+
+    assert [e["event_id"] for e in first] == ["e1"]
+    assert first[0]["group_id"] == "g"
+    assert second == first
+    assert calls == ["e1"]
+
+
+async def test_publish_lazy_delivers_to_a_subscriber_of_the_group():
+    manager = EventManager()
+    _, queue = manager.subscribe("g")
+    calls = []
+
+    delivered = manager.publish_lazy("e1", "g", _factory(calls, {"event_id": "e1"}))
+
+    assert delivered == 1
+    assert (await queue.get())["event_id"] == "e1"
+    assert calls == ["e1"]
+
+
+async def test_publish_lazy_skips_an_event_id_seen_within_the_ttl():
+    manager = EventManager()
+    calls = []
+    manager.publish_lazy("e1", "g", _factory(calls, {"event_id": "e1"}))
+
+    manager.publish_lazy("e1", "g", _factory(calls, {"event_id": "e1"}))
+
+    assert len(manager.get_recent_events()) == 1
