@@ -22,6 +22,7 @@ from engine.exceptions import (
     StoreUnavailableError,
 )
 from engine.store.base import EventStore
+from projections.index import TaskInfoIndex
 from projections.task_info import TaskInfo, apply
 
 __all__ = ["Journal"]
@@ -44,7 +45,7 @@ class Journal:
         max_retry_delay_s: float = 2.0,
     ) -> None:
         self.store = store
-        self.infos: dict[str, TaskInfo] = {}
+        self.infos = TaskInfoIndex()
         self._on_committed = on_committed
         self._max_batch = max_batch
         self._retry_delay_s = retry_delay_s

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from engine.events import EventType, TaskEvent
 
-__all__ = ["TaskInfo", "TaskStatus", "apply", "fold"]
+__all__ = ["TaskInfo", "TaskStatus", "apply", "build_info", "fold"]
 
 
 class TaskStatus(enum.StrEnum):
@@ -74,6 +74,11 @@ def _build(values: dict[str, Any]) -> TaskInfo:
     _set_attr(info, "__pydantic_extra__", None)
     _set_attr(info, "__pydantic_private__", None)
     return info
+
+
+def build_info(values: dict[str, Any]) -> TaskInfo:
+    """A :class:`TaskInfo` from trusted field values, without validation."""
+    return _build(values)
 
 
 def _evolve(info: TaskInfo, **changes: Any) -> TaskInfo:

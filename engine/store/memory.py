@@ -20,6 +20,38 @@ from engine.store.base import EventStore
 __all__ = ["MemoryEventStore"]
 
 _TYPES = list(EventType)
+_ATOMIC = frozenset({str, int, float, bool, type(None)})
+# Key tuples shared by every payload of the same shape.
+_SHAPES: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def _compact(data: dict[str, Any]) -> Any:
+    """A small flat payload as ``(keys, *values)``: a third of a dict's size,
+    and a tuple of atomic values the garbage collector untracks."""
+    if not data:
+        return None
+    if len(data) > 4 or type(data) is not dict:
+        return data
+    for value in data.values():
+        if type(value) not in _ATOMIC:
+            return data
+    keys = tuple(data)
+    shape = _SHAPES.get(keys)
+    if shape is None:
+        if len(_SHAPES) >= 1024:
+            return data
+        shape = _SHAPES.setdefault(keys, keys)
+    return (shape, *data.values())
+
+
+def _expand(stored: Any) -> dict[str, Any]:
+    if stored is None:
+        return {}
+    if type(stored) is tuple:
+        return dict(zip(stored[0], stored[1:], strict=True))
+    return stored  # type: ignore[no-any-return]
+
+
 _TYPE_CODE = {type_: code for code, type_ in enumerate(_TYPES)}
 
 
@@ -40,7 +72,7 @@ class MemoryEventStore(EventStore):
         self._versions = array("l")
         self._types = bytearray()
         self._ats: list[Any] = []
-        self._datas: list[dict[str, Any]] = []
+        self._datas: list[Any] = []
         self._by_task: dict[str, tuple[int, ...]] = {}
         self._closed = False
 
@@ -76,7 +108,7 @@ class MemoryEventStore(EventStore):
         self._versions.append(event.version)
         self._types.append(_TYPE_CODE[event.type])
         self._ats.append(event.at)
-        self._datas.append(event.data)
+        self._datas.append(_compact(event.data))
         position = len(self._task_ids)
         self._by_task[task_id] = self._by_task.get(task_id, ()) + (position,)
         return position
@@ -104,7 +136,7 @@ class MemoryEventStore(EventStore):
             self._versions[index],
             _TYPES[self._types[index]],
             self._ats[index],
-            self._datas[index],
+            _expand(self._datas[index]),
         )
 
     async def read(self, after: int = 0, limit: int | None = None) -> list[TaskEvent]:

@@ -114,3 +114,14 @@ async def test_concurrent_appends_keep_every_event_once(store):
     assert len({e.task_id for e in events}) == 80
     positions = [e.position for e in events]
     assert positions == sorted(positions)
+
+
+async def test_flat_payloads_read_back_as_equal_fresh_dicts(store):
+    payload = {"attempt": 2, "node_id": "n1", "ratio": 0.5, "done": None}
+    await store.append([_event("a", 1, **payload)])
+
+    first = (await store.read_task("a"))[0].data
+    first["attempt"] = 99
+    second = (await store.read_task("a"))[0].data
+
+    assert second == payload

@@ -1,0 +1,106 @@
+"""Where a process keeps its ``TaskInfo`` projection: a mapping of task id to
+``TaskInfo`` that stores long-finished tasks packed.
+
+Unfinished tasks and the last ``hot_limit`` finished ones stay as
+``TaskInfo`` objects; older finished tasks are kept as a tuple of their field
+values (about a third of the size) and rebuilt when read. A worker that keeps
+a week of finished tasks in memory pays for their values, not for a model
+object each. Imports only the fold module.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+from projections.task_info import TaskInfo, build_info
+
+__all__ = ["TaskInfoIndex"]
+
+_FIELDS = tuple(TaskInfo.model_fields)
+
+
+def _pack(info: TaskInfo) -> tuple[Any, ...]:
+    return tuple(info.__dict__.values())
+
+
+def _unpack(values: tuple[Any, ...]) -> TaskInfo:
+    return build_info(dict(zip(_FIELDS, values, strict=True)))
+
+
+class TaskInfoIndex:
+    """A dict-like map of task id to :class:`TaskInfo` (see the module doc)."""
+
+    __slots__ = ("_hot", "_packed", "_finished", "hot_limit")
+
+    def __init__(self, hot_limit: int = 1024) -> None:
+        self._hot: dict[str, TaskInfo] = {}
+        self._packed: dict[str, tuple[Any, ...]] = {}
+        self._finished: deque[str] = deque()
+        self.hot_limit = hot_limit
+
+    def __len__(self) -> int:
+        return len(self._hot) + len(self._packed)
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._hot or task_id in self._packed
+
+    def __iter__(self) -> Iterator[str]:
+        yield from list(self._hot)
+        yield from list(self._packed)
+
+    def __getitem__(self, task_id: str) -> TaskInfo:
+        info = self.get(task_id)
+        if info is None:
+            raise KeyError(task_id)
+        return info
+
+    def get(self, task_id: str, default: TaskInfo | None = None) -> TaskInfo | None:
+        """The task's info, or ``default``."""
+        info = self._hot.get(task_id)
+        if info is not None:
+            return info
+        packed = self._packed.get(task_id)
+        return _unpack(packed) if packed is not None else default
+
+    def __setitem__(self, task_id: str, info: TaskInfo) -> None:
+        if self._packed and task_id in self._packed:
+            del self._packed[task_id]
+        self._hot[task_id] = info
+        if info.finished:
+            finished = self._finished
+            finished.append(task_id)
+            if len(finished) > self.hot_limit:
+                self._pack_oldest(finished.popleft())
+
+    def _pack_oldest(self, task_id: str) -> None:
+        info = self._hot.get(task_id)
+        if info is not None and info.finished:
+            # A task finished twice (a newer attempt) is still in the deque
+            # later; packing it now is harmless, it unpacks equal.
+            del self._hot[task_id]
+            self._packed[task_id] = _pack(info)
+
+    def __delitem__(self, task_id: str) -> None:
+        if self._hot.pop(task_id, None) is None:
+            del self._packed[task_id]
+
+    def pop(self, task_id: str, default: TaskInfo | None = None) -> TaskInfo | None:
+        """Remove and return the task's info, or ``default``."""
+        info = self.get(task_id, default)
+        self._hot.pop(task_id, None)
+        self._packed.pop(task_id, None)
+        return info
+
+    def values(self) -> Iterator[TaskInfo]:
+        """Every task's info (packed ones rebuilt as they are read)."""
+        yield from list(self._hot.values())
+        for values in list(self._packed.values()):
+            yield _unpack(values)
+
+    def items(self) -> Iterator[tuple[str, TaskInfo]]:
+        """``(task_id, info)`` pairs."""
+        yield from list(self._hot.items())
+        for task_id, values in list(self._packed.items()):
+            yield task_id, _unpack(values)

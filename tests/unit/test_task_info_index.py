@@ -1,0 +1,74 @@
+"""TaskInfoIndex: finished tasks beyond the hot limit are packed and read
+back equal; unfinished tasks are never packed."""
+
+from __future__ import annotations
+
+from engine.events import EventType, TaskEvent, utcnow
+from projections.index import TaskInfoIndex
+from projections.task_info import TaskStatus, apply
+
+
+def _info(task_id: str, *types: EventType):
+    info = None
+    for version, type_ in enumerate((EventType.QUEUED, *types), start=1):
+        data = {"task_type": "t", "metadata": {"k": 1}} if version == 1 else {}
+        if type_ is EventType.COMPLETED:
+            data = {"result": [1, 2]}
+        event = TaskEvent.build(None, task_id, version, type_, utcnow(), data)
+        info = apply(info, event)
+    return info
+
+
+def test_finished_tasks_beyond_the_hot_limit_read_back_equal():
+    index = TaskInfoIndex(hot_limit=2)
+    finished = {f"t{i}": _info(f"t{i}", EventType.STARTED, EventType.COMPLETED)
+                for i in range(5)}  # fmt: skip
+
+    for task_id, info in finished.items():
+        index[task_id] = info
+
+    assert len(index._packed) == 3
+    assert {task_id: index[task_id] for task_id in finished} == finished
+    assert dict(index.items()) == finished
+    assert sorted(i.id for i in index.values()) == sorted(finished)
+
+
+def test_unfinished_tasks_stay_hot():
+    index = TaskInfoIndex(hot_limit=0)
+
+    index["a"] = _info("a", EventType.STARTED)
+    index["b"] = _info("b", EventType.STARTED, EventType.FAILED)
+
+    assert "a" in index._hot
+    assert "b" in index._packed
+    assert index.get("a").status is TaskStatus.RUNNING
+    assert index.get("b").status is TaskStatus.FAILED
+
+
+def test_a_packed_task_that_gets_a_new_event_is_hot_again():
+    index = TaskInfoIndex(hot_limit=0)
+    done = _info("a", EventType.STARTED, EventType.FAILED)
+    index["a"] = done
+
+    requeued = apply(
+        done, TaskEvent.build(None, "a", 4, EventType.QUEUED, utcnow(), {})
+    )
+    index["a"] = requeued
+
+    assert "a" not in index._packed
+    assert index["a"].status is TaskStatus.PENDING
+    assert len(index) == 1
+
+
+def test_delete_pop_and_missing_keys():
+    index = TaskInfoIndex(hot_limit=0)
+    index["a"] = _info("a", EventType.STARTED, EventType.COMPLETED)
+    index["b"] = _info("b")
+
+    popped = index.pop("a")
+    del index["b"]
+
+    assert popped.id == "a"
+    assert len(index) == 0
+    assert index.get("a") is None
+    assert "a" not in index
