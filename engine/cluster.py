@@ -101,6 +101,8 @@ class Cluster:
         self._claim_idle = asyncio.Event()
         self._claim_idle.set()
         self._healthy_since = float("-inf")
+        self._position = 0
+        self._strays: set[str] = set()
         self._claimer: asyncio.Task[None] | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._chores: set[asyncio.Task[Any]] = set()
@@ -340,9 +342,23 @@ class Cluster:
     # Following the other nodes
 
     async def _follow(self, after: int) -> None:
+        self._position = after
+        while True:
+            try:
+                await self._follow_once()
+                return  # the store closed
+            except Exception:  # noqa: BLE001 - the tail must outlive any error
+                logger.exception(
+                    "Following the log failed, resuming",
+                    extra={"action": "tail_restarted", "position": self._position},
+                )
+                await asyncio.sleep(self.poll_interval_s)
+
+    async def _follow_once(self) -> None:
         async for batch in self._store.tail(
-            after, poll_interval_s=self.poll_interval_s
+            self._position, poll_interval_s=self.poll_interval_s
         ):
+            self._position = batch[-1].position or self._position
             fresh = [event for event in batch if self._fold(event)]
             if fresh:
                 self._worker._published(fresh)
@@ -485,6 +501,16 @@ class Cluster:
             rows = await self._store.query(_LOST_LEASES, self.node_id, self.lease_s)
             await self._recover(rows)
             await self._store.query(_FORGET_NODES, self.node_id, self.lease_s)
+        await self._adopt_strays()
+
+    async def _adopt_strays(self) -> None:
+        # Leases of this node it does not hold, two beats in a row: claims
+        # whose reply was lost while the tail was down. _adopt checks the log.
+        rows = await self._store.query(_OWN_LEASES, self.node_id)
+        strays = {task_id for task_id, _ in rows if task_id not in self._held}
+        for task_id in strays & self._strays:
+            self._spawn(self._adopt(task_id))
+        self._strays = strays
 
     async def _recover(self, rows: list[Any]) -> None:
         lost: dict[str, int] = {}

@@ -202,7 +202,13 @@ _GC_PAUSE_MIN_ROWS = 1_000
 _TAIL_RETRY_FIRST_S = 0.1
 _TAIL_RETRY_MAX_S = 5.0
 
-_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+_DRIVER_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
 _UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "28", "3D", "53", "57P")
 
 
@@ -249,7 +255,10 @@ def _is_unavailable(exc: BaseException, sqlstate: str | None) -> bool:
         OSError
         | TimeoutError
         | asyncpg.ConnectionDoesNotExistError
-        | asyncpg.PostgresConnectionError,
+        | asyncpg.PostgresConnectionError
+        # A connection broken mid-protocol by a server restart reports an
+        # internal state error on its next use.
+        | asyncpg.InternalClientError,
     ):
         return True
     return sqlstate is not None and sqlstate.startswith(_UNAVAILABLE_SQLSTATE_PREFIXES)
