@@ -9,6 +9,7 @@ import asyncio
 import datetime as dt
 
 import pytest
+from worker_support import gated
 
 from engine import (
     AsyncTaskWorker,
@@ -20,51 +21,12 @@ from engine import (
 )
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def store_url(request, tmp_path):
-    """None (the memory store) or an SQLite URL in this test's folder."""
-    if request.param == "memory":
-        return None
-    return f"sqlite+aiosqlite:///{tmp_path}/log.db"
-
-
-@pytest.fixture
-async def make_worker(store_url):
-    """Start workers on this test's store; stop them all afterwards."""
-    workers = []
-
-    async def make(**options):
-        worker = AsyncTaskWorker(store=store_url, **options)
-        await worker.start()
-        workers.append(worker)
-        return worker
-
-    yield make
-    for worker in workers:
-        await worker.stop()
-
-
 async def double(value):
     return value * 2
 
 
 async def echo(*args, **kwargs):
     return {"args": list(args), "kwargs": kwargs}
-
-
-def gated():
-    """A task function that holds its worker until ``gate`` is set.
-
-    A closure, so the SQLite log never has to encode the events.
-    """
-    gate, entered = asyncio.Event(), asyncio.Event()
-
-    async def wait_on():
-        entered.set()
-        await gate.wait()
-        return "released"
-
-    return wait_on, gate, entered
 
 
 async def test_add_task_returns_id_and_result_when_task_completes(make_worker):

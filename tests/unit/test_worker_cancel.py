@@ -7,47 +7,9 @@ import asyncio
 import logging
 
 import pytest
+from worker_support import gated
 
 from engine import AsyncTaskWorker, EventType, TaskStatus
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def store_url(request, tmp_path):
-    """None (the memory store) or an SQLite URL in this test's folder."""
-    if request.param == "memory":
-        return None
-    return f"sqlite+aiosqlite:///{tmp_path}/log.db"
-
-
-@pytest.fixture
-async def make_worker(store_url):
-    """Start workers on this test's store; stop them all afterwards."""
-    workers = []
-
-    async def make(**options):
-        worker = AsyncTaskWorker(store=store_url, **options)
-        await worker.start()
-        workers.append(worker)
-        return worker
-
-    yield make
-    for worker in workers:
-        await worker.stop()
-
-
-def gated():
-    """A task function that holds its worker until ``gate`` is set.
-
-    A closure, so the SQLite log never has to encode the events.
-    """
-    gate, entered = asyncio.Event(), asyncio.Event()
-
-    async def wait_on():
-        entered.set()
-        await gate.wait()
-        return "released"
-
-    return wait_on, gate, entered
 
 
 def flagged():
