@@ -34,7 +34,7 @@ from engine.queue import TaskQueue
 from engine.recovery import replay_and_resume
 from engine.registry import resolve_task
 from engine.store import EventStore, make_store
-from projections.task_info import TaskInfo, TaskStatus
+from projections.task_info import STATUS_AFTER, TaskInfo, TaskStatus
 
 __all__ = ["AsyncTaskWorker", "TaskSpec"]
 
@@ -42,15 +42,7 @@ logger = logging.getLogger(__name__)
 
 TaskSpec = dict[str, Any]
 
-# Plain strings for the published messages (enum attribute access is slow).
-_STATUS_OF = {
-    EventType.QUEUED: "pending",
-    EventType.STARTED: "running",
-    EventType.PROGRESS: "running",
-    EventType.COMPLETED: "completed",
-    EventType.FAILED: "failed",
-    EventType.CANCELLED: "cancelled",
-}
+_STATUS_OF = STATUS_AFTER
 _TYPE_NAME = {type_: str(type_.value) for type_ in EventType}
 _ADD_TASK_KEYWORDS = frozenset(
     {

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from engine.events import EventType, TaskEvent
 
-__all__ = ["TaskInfo", "TaskStatus", "apply", "build_info", "fold"]
+__all__ = ["STATUS_AFTER", "TaskInfo", "TaskStatus", "apply", "build_info", "fold"]
 
 
 class TaskStatus(enum.StrEnum):
@@ -26,6 +26,17 @@ class TaskStatus(enum.StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
 
+
+#: The status a task has right after an event of each type, as plain strings
+#: (for messages and reports; enum attribute access is slow on hot paths).
+STATUS_AFTER: dict[EventType, str] = {
+    EventType.QUEUED: "pending",
+    EventType.STARTED: "running",
+    EventType.PROGRESS: "running",
+    EventType.COMPLETED: "completed",
+    EventType.FAILED: "failed",
+    EventType.CANCELLED: "cancelled",
+}
 
 FINISHED = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 

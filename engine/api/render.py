@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.events import EventType, TaskEvent, encode_payload
-from projections.task_info import TaskInfo
+from projections.task_info import STATUS_AFTER, TaskInfo
 
 __all__ = [
     "event_body",
@@ -26,14 +26,7 @@ __all__ = [
 REPR_LIMIT = 250
 _MAX_DEPTH = 32
 _FIXED_PROGRESS = {"queued": 0.0, "started": 0.0, "completed": 1.0}
-_STATUS_OF = {
-    EventType.QUEUED: "pending",
-    EventType.STARTED: "running",
-    EventType.PROGRESS: "running",
-    EventType.COMPLETED: "completed",
-    EventType.FAILED: "failed",
-    EventType.CANCELLED: "cancelled",
-}
+_STATUS_OF = STATUS_AFTER
 
 
 def text(value: str) -> str:
