@@ -252,7 +252,10 @@ class AsyncTaskWorker:
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop taking work, let running tasks finish within ``timeout``
         seconds, cancel the rest, and flush the log. Tasks still queued stay
-        queued in the log and run at the next start. Idempotent."""
+        queued in the log and run at the next start. In a cluster, running
+        tasks past the timeout are cancelled too (not handed back), tasks
+        not yet claimed stay queued for the other nodes, and the node's row
+        leaves ``task_nodes``. Idempotent."""
         if not self.running:
             return
         self.running = False
