@@ -26,11 +26,13 @@ from rich.table import Table
 from engine.constants import DATABASE_URL_ENV, DEFAULT_DATABASE_URL
 from engine.exceptions import TaskEngineError
 from engine.store.urls import backend_of, safe_url
+from projections.task_info import TaskStatus
 
 __all__ = ["build_parser", "main"]
 
-console = Console()
-errors = Console(stderr=True)
+# Piped output is not wrapped at 80 columns: one event, one line.
+console = Console(width=None if sys.stdout.isatty() else 250, soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 
 def _database(args: argparse.Namespace) -> str:
@@ -56,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="An event-sourced asynchronous task engine.",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0)
+    parser.add_argument("--version", action="version", version=_version())
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="index files, one task per file")
@@ -88,7 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
         _add_database(db_commands.add_parser(name, help=text))
 
     tasks = commands.add_parser("tasks", help="list tasks from the log")
-    tasks.add_argument("--status", action="append", help="filter (repeatable)")
+    tasks.add_argument(
+        "--status",
+        action="append",
+        choices=[status.value for status in TaskStatus],
+        help="filter (repeatable)",
+    )
     tasks.add_argument("--type", dest="task_type", help="filter by task type")
     tasks.add_argument("--limit", type=_positive_int, default=20)
     _add_database(tasks)
@@ -115,6 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", "-o", type=Path, help="default: stdout")
     _add_database(export)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"taskengine {version('taskengine')}"
+    except PackageNotFoundError:
+        return "taskengine (not installed)"
 
 
 def _add_serve(commands: Any) -> None:
@@ -152,6 +169,13 @@ def _position(text: str) -> int:
     return value
 
 
+def _sentence(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, ImportError) and getattr(exc, "name", None):
+        return f"Cannot import {exc.name!r}: {text}."
+    return text if text.endswith(".") else f"{text}."
+
+
 def _aware_time(text: str) -> dt.datetime:
     try:
         value = dt.datetime.fromisoformat(text)
@@ -186,10 +210,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve_main(args)
         return asyncio.run(command(args)) or 0
     except TaskEngineError as exc:
-        errors.print(f"[red]error:[/red] {exc.message}")
+        errors.print(f"[red]error:[/red] {exc.message}", markup=True, highlight=False)
         return 2
-    except (FileNotFoundError, NotADirectoryError) as exc:
-        errors.print(f"[red]error:[/red] {exc}")
+    except (OSError, ImportError, ValueError, NotImplementedError) as exc:
+        # Bad paths, modules, URLs and patterns: a sentence, not a traceback.
+        errors.print(f"[red]error:[/red] {_sentence(exc)}", highlight=False)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -215,6 +240,7 @@ async def _demo(args: argparse.Namespace) -> int:
 async def _worker(args: argparse.Namespace) -> int:
     import importlib
 
+    import engine.demo  # noqa: F401 - the demo's leftover tasks resume here
     from engine.worker import AsyncTaskWorker
 
     for module in args.imports:
@@ -238,6 +264,12 @@ async def _db(args: argparse.Namespace) -> int:
 
     url = _database(args)
     head = head_revision()
+    if args.db_command == "current" and backend_of(url) == "sqlite":
+        from engine.store.sqlite import sqlite_path
+
+        path = sqlite_path(url)
+        if path is None or not path.exists():
+            raise FileNotFoundError(f"There is no log at {url!r} yet.")
     if args.db_command == "upgrade":
         applied = await upgrade_database(url)
         verb = "upgraded to" if applied else "already at"
@@ -262,7 +294,8 @@ async def _open_reader(url: str) -> Any:
                 f"There is no log at {url!r}; run 'taskengine demo' first or "
                 "pass --database."
             )
-        store = make_store(url, exclusive=False, migrate=False)
+        # The embedded log migrates itself, as a worker opening it would.
+        store = make_store(url, exclusive=False, migrate=True)
     else:
         store = make_store(url)
     await store.open()

@@ -128,7 +128,9 @@ class Cluster:
         )
 
     async def stop_claiming(self) -> None:
-        """Take no more tasks; a claim in flight still hands its tasks over."""
+        """Take no more tasks, neither by claiming nor at birth in
+        ``add_task``; a claim in flight still hands its tasks over. A node
+        that stops claiming while its worker runs only produces tasks."""
         claimer, self._claimer = self._claimer, None
         if claimer is not None:
             claimer.cancel()
@@ -162,8 +164,9 @@ class Cluster:
 
     def on_queued(self, run: TaskRun) -> None:
         """Claim a task this node just recorded as queued, in the same append,
-        when a slot is free and no older work is known to wait."""
-        if self._backlog or self._claiming:
+        when a slot is free, no older work is known to wait, and the node
+        still claims (see :meth:`stop_claiming`)."""
+        if self._backlog or self._claiming or self._claimer is None:
             return
         if len(self._held) >= self._worker.max_workers:
             return

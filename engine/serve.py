@@ -23,6 +23,7 @@ from engine.api import (
     create_task_worker_router,
     install_error_handlers,
 )
+from engine.exceptions import UsageError
 from engine.worker import AsyncTaskWorker
 
 __all__ = ["add_serve_arguments", "create_app", "serve_main"]
@@ -181,7 +182,9 @@ def load_task_modules(modules: Sequence[str], examples: bool) -> None:
     Raises:
         SystemExit: a module cannot be imported (status 2, with a sentence).
     """
-    names = (["engine.examples"] if examples else []) + list(modules)
+    # The demo's task type too, so tasks a stopped demo left in the log
+    # resume here instead of failing as an unknown type.
+    names = (["engine.examples", "engine.demo"] if examples else []) + list(modules)
     for name in names:
         try:
             importlib.import_module(name)
@@ -195,11 +198,33 @@ def load_task_modules(modules: Sequence[str], examples: bool) -> None:
             raise SystemExit(2) from exc
 
 
+def _check_port_free(host: str, port: int) -> None:
+    # Refuse a busy or impossible address before the worker starts: a worker
+    # that starts, resumes tasks and then stops because uvicorn cannot bind
+    # would cancel the tasks it resumed.
+    import socket
+
+    if not 0 <= port <= 65535:
+        raise UsageError(f"Port {port} is not a TCP port (0 to 65535).")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise UsageError(
+            f"Cannot listen on {host}:{port}: {exc.strerror or exc}; pick another "
+            "--port or stop what holds it."
+        ) from None
+
+
 def serve_main(args: argparse.Namespace) -> int:
     """Run ``taskengine serve`` until interrupted; returns the exit status."""
     import uvicorn
 
     load_task_modules(args.imports, examples=not args.no_examples)
+    _check_port_free(args.host, args.port)
     token = api_token(args.token)
     if token is None and args.host not in _LOOPBACK:
         logger.warning(

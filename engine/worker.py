@@ -417,15 +417,31 @@ class AsyncTaskWorker:
                     task_id=run.task_id,
                 )
             seen.add(run.task_id)
+        await self._reserve_room(runs)
         for run in runs:
-            if self._room is not None:
-                await self._room.acquire()
-                run.holds_room = True
             self._record_queued(run)
         await self._journal.durable()
         for run in runs:
             self._confirm_queued(run)
         return [run.task_id for run in runs]
+
+    async def _reserve_room(self, runs: list[TaskRun]) -> None:
+        # Room for every task before any is written: all are queued, or none.
+        if self._room is None:
+            return
+        if self.max_queue_size is not None and len(runs) > self.max_queue_size:
+            raise UsageError(
+                f"add_tasks got {len(runs)} tasks but max_queue_size is "
+                f"{self.max_queue_size}; pass at most that many at once."
+            )
+        try:
+            for run in runs:
+                await self._room.acquire()
+                run.holds_room = True
+        except BaseException:
+            for run in runs:
+                self._give_back_room(run)
+            raise
 
     def _prepare_spec(self, spec: TaskSpec, index: int) -> TaskRun:
         if not isinstance(spec, dict):

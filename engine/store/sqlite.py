@@ -163,6 +163,19 @@ class SQLiteEventStore(EventStore):
     async def open(self) -> None:
         if self._writer is not None:
             return
+        try:
+            self._open()
+        except (OSError, sqlite3.Error, sa.exc.DBAPIError) as exc:
+            await self.close()
+            reason = getattr(exc, "orig", None) or exc
+            raise StoreUnavailableError(
+                f"The SQLite log at {str(self.path)!r} cannot be opened: "
+                f"{str(reason).rstrip('.')}. Check the path and its permissions, "
+                "or pass another --database.",
+                path=str(self.path),
+            ) from exc
+
+    def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self._exclusive:
             self._take_lock()

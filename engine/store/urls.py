@@ -4,19 +4,35 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from engine.exceptions import UsageError
+
 __all__ = ["async_url", "backend_of", "safe_url", "sync_url"]
 
 
+def _parse(url: str) -> sa.engine.URL:
+    try:
+        return sa.engine.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        raise UsageError(
+            f"{url!r} is not a database URL; use sqlite+aiosqlite:///path.db or "
+            "postgresql+asyncpg://user@host/database."
+        ) from None
+
+
 def backend_of(url: str) -> str:
-    """``"sqlite"``, ``"postgresql"`` or ``"memory"`` for a store URL."""
+    """``"sqlite"``, ``"postgresql"`` or ``"memory"`` for a store URL.
+
+    Raises:
+        UsageError: ``url`` cannot be parsed as a database URL.
+    """
     if url.startswith("memory:"):
         return "memory"
-    return sa.engine.make_url(url).get_backend_name()
+    return _parse(url).get_backend_name()
 
 
 def async_url(url: str) -> str:
     """The URL with the async driver we use for its backend."""
-    parsed = sa.engine.make_url(url)
+    parsed = _parse(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         parsed = parsed.set(drivername="sqlite+aiosqlite")
@@ -27,7 +43,7 @@ def async_url(url: str) -> str:
 
 def sync_url(url: str) -> str:
     """The URL with the stdlib sqlite3 driver (SQLite only)."""
-    parsed = sa.engine.make_url(url)
+    parsed = _parse(url)
     if parsed.get_backend_name() == "sqlite":
         parsed = parsed.set(drivername="sqlite")
     return parsed.render_as_string(hide_password=False)
@@ -37,4 +53,4 @@ def safe_url(url: str) -> str:
     """The URL with its password masked, for logs and messages."""
     if url.startswith("memory:"):
         return url
-    return sa.engine.make_url(url).render_as_string(hide_password=True)
+    return _parse(url).render_as_string(hide_password=True)

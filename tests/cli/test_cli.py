@@ -125,3 +125,46 @@ def test_console_script_runs_demo_in_a_fresh_process(corpus, database):
 
     assert result.returncode == 0, result.stderr
     assert "taskengine demo" in result.stdout
+
+
+def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path, capsys):
+    junk = tmp_path / "junk.db"
+    junk.write_text("not sqlite")
+
+    code = main(["tasks", "--database", f"sqlite:///{junk}"])
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "cannot be opened: file is not a database" in err
+    assert "Traceback" not in err
+
+
+def test_a_malformed_database_url_is_a_clear_error(corpus, capsys):
+    code = main(["demo", str(corpus), "--database", "not a url"])
+
+    assert code == 2
+    assert "'not a url' is not a database URL" in capsys.readouterr().err
+
+
+def test_db_current_of_a_missing_file_creates_nothing(tmp_path, capsys):
+    path = tmp_path / "absent.db"
+
+    code = main(["db", "current", "--database", f"sqlite:///{path}"])
+
+    assert code == 2
+    assert not path.exists()
+    assert "There is no log" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_busy_port_before_starting_a_worker(database, capsys):
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+
+        code = main(["serve", "--port", str(port), "--database", database])
+
+    assert code == 2
+    assert f"Cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err

@@ -363,3 +363,17 @@ def test_worker_rejects_bad_max_workers(max_workers):
 def test_worker_rejects_unknown_store_url_naming_it():
     with pytest.raises(UsageError, match="mysql"):
         AsyncTaskWorker(store="mysql://localhost/db")
+
+
+async def test_add_tasks_beyond_max_queue_size_is_refused_and_queues_none(
+    make_worker,
+):
+    worker = await make_worker(max_workers=1, max_queue_size=2)
+    specs = [{"task_func": answer} for _ in range(3)]
+
+    with pytest.raises(UsageError, match="max_queue_size is 2"):
+        await worker.add_tasks(specs)
+
+    assert worker.get_all_tasks() == []
+    ids = await worker.add_tasks(specs[:2])
+    assert await worker.wait_for_tasks(ids, timeout=5) == [42, 42]
