@@ -50,6 +50,19 @@ def _not_found(task_id: str) -> Exception:
     )
 
 
+def _check_addressable(task_id: str | None) -> None:
+    # An id the task routes could not address is refused at the door: a "/"
+    # splits the path, and "types" is the path of the task types.
+    if task_id is not None and ("/" in task_id or task_id == "types"):
+        raise api_error(
+            422,
+            f"Task id {task_id!r} cannot be used over HTTP: ids must not contain "
+            "'/' or be 'types'. Pick another id, or omit it for a fresh one.",
+            "invalid_task_id",
+            task_id=task_id,
+        )
+
+
 def _statuses(raw: str | None) -> list[TaskStatus] | None:
     if raw is None or not raw.strip():
         return None
@@ -100,6 +113,7 @@ class _Endpoints:
                 task_type=request.task_type,
             )
         check_params(request.task_type, func, request.params)
+        _check_addressable(request.task_id)
         try:
             task_id = await self.worker.add_task(
                 request.task_type,
