@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from engine.events import EventType, TaskEvent
 from engine.executor import TaskRun
 from engine.registry import find_task
+from engine.store.base import collector_paused
 from projections.task_info import TaskInfo, TaskStatus
 
 if TYPE_CHECKING:
@@ -37,9 +38,10 @@ async def replay_and_resume(worker: AsyncTaskWorker) -> dict[str, int]:
     async for batch in worker.store.iter_batches():
         events += len(batch)
         position = batch[-1].position or position
-        for event in batch:
-            _track(unfinished, event)
-            journal.fold_committed(event)
+        with collector_paused(len(batch)):
+            for event in batch:
+                _track(unfinished, event)
+                journal.fold_committed(event)
     counts = {"events": events, "tasks": len(journal.infos), "requeued": 0}
     counts.update(retried=0, failed=0, position=position)
     if worker.cluster is not None:

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -34,7 +35,7 @@ from engine.exceptions import (
     StoreUnavailableError,
     UsageError,
 )
-from engine.store.base import EventStore
+from engine.store.base import EventStore, collector_paused
 
 __all__ = ["SQLiteEventStore", "sqlite_path"]
 
@@ -115,7 +116,7 @@ def decode_row(row: Sequence[Any]) -> TaskEvent:
         version,
         EventType(type_),
         dt.datetime.fromisoformat(at),
-        decode_payload(json.loads(data)),
+        decode_payload(orjson.loads(data)),
     )
 
 
@@ -276,7 +277,8 @@ class SQLiteEventStore(EventStore):
                 rows = result.fetchall()
         except sa.exc.DBAPIError as exc:
             raise translate_error(exc.orig, ()) from exc
-        return [decode_row(row) for row in rows]
+        with collector_paused(len(rows)):
+            return [decode_row(row) for row in rows]
 
     async def read(self, after: int = 0, limit: int | None = None) -> list[TaskEvent]:
         sql = f"{_SELECT} WHERE position > :after ORDER BY position"
