@@ -70,7 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_database(demo)
 
-    worker = commands.add_parser("worker", help="run a worker on the log")
+    worker = commands.add_parser(
+        "worker",
+        help="run a worker on the log",
+        description=(
+            "Run a worker on the log until Ctrl-C or SIGTERM. It resumes the "
+            "tasks left in the log whose type it knows (--import the modules "
+            "that register them; others end FAILED). On Ctrl-C or SIGTERM "
+            "running tasks get 5 seconds to finish, then end CANCELLED; queued "
+            "ones stay queued for the next start."
+        ),
+    )
     worker.add_argument("--workers", type=_positive_int, default=10)
     worker.add_argument(
         "--import",
