@@ -12,6 +12,7 @@ import datetime as dt
 import decimal
 import enum
 import importlib
+import json
 import math
 import uuid
 from collections.abc import Mapping
@@ -27,6 +28,8 @@ __all__ = [
     "TERMINAL_TYPES",
     "decode_payload",
     "encode_payload",
+    "is_plain",
+    "plain_json",
     "utcnow",
 ]
 
@@ -138,6 +141,39 @@ def encode_payload(value: Any, path: _Path = "value") -> Any:
     if kind is dict:
         return _encode_dict(value, path)
     return _encode_other(value, path)
+
+
+def is_plain(value: Any) -> bool:
+    """Whether ``value`` needs nothing of the codec: dicts and lists of
+    ASCII strings without NUL, ints, finite floats, bools and None, with no
+    key ``"$te"``. :func:`encode_payload` returns such a value unchanged,
+    so this is its fast path (about five times cheaper: no copy, no path)."""
+    kind = type(value)
+    if kind is str:
+        return value.isascii() and "\x00" not in value
+    if kind is int or kind is bool or value is None:
+        return True
+    if kind is float:
+        return value - value == 0.0  # NaN and the infinities give NaN
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or not is_plain(key) or key == _TAG:
+                return False
+            if not is_plain(item):
+                return False
+        return True
+    if kind is list:
+        return all(map(is_plain, value))
+    return False
+
+
+def plain_json(data: dict[str, Any]) -> str | None:
+    """The compact JSON text of a payload when :func:`is_plain` holds (the
+    same text the codec's output gives), else None: use the codec."""
+    return _dumps(data) if is_plain(data) else None
+
+
+_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
 def _plain_text(text: str) -> bool:

@@ -10,26 +10,25 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import math
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from types import TracebackType
 from typing import Any
 
-from engine.constants import MAX_TASK_ID_LENGTH
-from engine.events import EventType, TaskEvent, encode_payload
+from engine.checks import check_arguments, check_task_id, check_timeout, statuses
+from engine.events import EventType, TaskEvent
 from engine.exceptions import (
     ConcurrencyConflictError,
     DuplicateTaskIdError,
-    InvalidTimeoutError,
-    TaskFailedError,
     TaskNotFoundError,
     UsageError,
     WorkerNotStartedError,
 )
 from engine.executor import TaskExecutor, TaskRun, describe_error
+from engine.futures import FuturesMixin, task_failed
 from engine.journal import Journal
+from engine.messages import event_message, group_of
 from engine.queue import TaskQueue
 from engine.recovery import replay_and_resume
 from engine.registry import resolve_task
@@ -57,21 +56,7 @@ _ADD_TASK_KEYWORDS = frozenset(
 )
 
 
-def _check_timeout(value: Any, name: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidTimeoutError(
-            f"The {name} must be a positive number of seconds or None, not {value!r}."
-        )
-    if not math.isfinite(value) or value <= 0:
-        raise InvalidTimeoutError(
-            f"The {name} must be a positive number of seconds or None, not {value!r}."
-        )
-    return float(value)
-
-
-class AsyncTaskWorker:
+class AsyncTaskWorker(FuturesMixin):
     """Runs async task functions with priorities, progress, cancellation,
     timeouts and an optional result cache, recording every transition in an
     event log.
@@ -127,7 +112,7 @@ class AsyncTaskWorker:
                 f"not {max_queue_size!r}."
             )
         self.max_workers = max_workers
-        self.task_timeout = _check_timeout(task_timeout, "task_timeout")
+        self.task_timeout = check_timeout(task_timeout, "task_timeout")
         self.worker_poll_interval = worker_poll_interval
         self.cache_enabled = cache_enabled
         self.cache_ttl = cache_ttl
@@ -491,11 +476,11 @@ class AsyncTaskWorker:
         task_id = self._new_task_id(task_id)
         if metadata is not None and not isinstance(metadata, dict):
             raise UsageError(f"The metadata must be a dict or None, not {metadata!r}.")
-        timeout_s = _check_timeout(timeout, "timeout")
+        timeout_s = check_timeout(timeout, "timeout")
         if timeout_s is None:
             timeout_s = self.task_timeout
         if self._store.persistent:
-            _check_arguments(task_type, args, kwargs, metadata)
+            check_arguments(task_type, args, kwargs, metadata)
         if cache_ttl is not None:
             from engine.cache import validate_ttl
 
@@ -521,7 +506,7 @@ class AsyncTaskWorker:
             raise UsageError(
                 f"The task_id must be a non-empty string, not {task_id!r}."
             )
-        _check_task_id(task_id)
+        check_task_id(task_id)
         if task_id in self._journal.infos or task_id in self._runs:
             raise DuplicateTaskIdError(
                 f"A task with id {task_id!r} already exists; task ids cannot be "
@@ -623,7 +608,7 @@ class AsyncTaskWorker:
             for waiter in run.waiters:
                 if not waiter.done():
                     waiter.set_exception(
-                        _task_failed(run.task_id, message, error_type, exc)
+                        task_failed(run.task_id, message, error_type, exc)
                     )
 
     def _finish_cancelled(self, run: TaskRun, reason: str) -> None:
@@ -699,7 +684,7 @@ class AsyncTaskWorker:
         """
         infos: Iterable[TaskInfo] = self._journal.infos.values()
         if status is not None:
-            wanted = _statuses(status)
+            wanted = statuses(status)
             infos = (info for info in infos if info.status in wanted)
         if older_than is not None:
             cutoff = dt.datetime.now(dt.UTC) - older_than
@@ -712,85 +697,6 @@ class AsyncTaskWorker:
                 )
             ordered = ordered[:limit]
         return ordered
-
-    # Futures
-
-    def get_task_future(self, task_id: str) -> asyncio.Future[Any]:
-        """A future for the task's result.
-
-        It raises :class:`TaskFailedError` for a failed task (its text is the
-        task's error, ``task_error_type`` the exception's type name, and the
-        task's own exception its ``__cause__`` when this process ran it),
-        the same whether taken before or after the failure, and
-        ``asyncio.CancelledError`` for a cancelled task.
-
-        Raises:
-            TaskNotFoundError: no task has this id (a ``KeyError``).
-        """
-        future = asyncio.get_running_loop().create_future()
-        run = self._runs.get(task_id)
-        if run is not None and not run.finished:
-            if run.waiters is None:
-                run.waiters = []
-            run.waiters.append(future)
-            future.add_done_callback(lambda f: _discard(run.waiters, f))
-            return future
-        info = self._journal.infos.get(task_id)
-        if info is None:
-            raise TaskNotFoundError(
-                f"No task with id {task_id!r} exists.", task_id=task_id
-            )
-        if self.cluster is not None and not info.finished:
-            self.cluster.watch(task_id, future)
-            return future
-        _resolve_from_info(future, info)
-        return future
-
-    def get_task_futures(self, task_ids: Iterable[str]) -> list[asyncio.Future[Any]]:
-        """One future per id, in order (see :meth:`get_task_future`)."""
-        return [self.get_task_future(task_id) for task_id in task_ids]
-
-    async def wait_for_tasks(
-        self, task_ids: Sequence[str], timeout: float | None = None
-    ) -> list[Any]:
-        """Results in the order of ``task_ids``; a task's exception is raised.
-
-        Raises:
-            TimeoutError: some task did not finish within ``timeout`` seconds.
-        """
-        futures = self.get_task_futures(task_ids)
-        if not futures:
-            return []
-        _, pending = await asyncio.wait(futures, timeout=timeout)
-        if pending:
-            for future in pending:
-                future.cancel()
-            raise TimeoutError(
-                f"{len(pending)} of {len(futures)} tasks did not finish within "
-                f"{timeout} seconds."
-            )
-        return [future.result() for future in futures]
-
-    async def wait_for_any_task(
-        self, task_ids: Sequence[str], timeout: float | None = None
-    ) -> tuple[Any, str]:
-        """``(result, task_id)`` of the first task to finish.
-
-        Raises:
-            TimeoutError: none finished within ``timeout`` seconds.
-        """
-        futures = self.get_task_futures(task_ids)
-        if not futures:
-            raise UsageError("wait_for_any_task needs at least one task id.")
-        done, pending = await asyncio.wait(
-            futures, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
-        for future in pending:
-            future.cancel()
-        if not done:
-            raise TimeoutError(f"No task finished within {timeout} seconds.")
-        first = next(f for f in futures if f in done)
-        return first.result(), task_ids[futures.index(first)]
 
     # The log
 
@@ -815,12 +721,12 @@ class AsyncTaskWorker:
         infos = self._journal.infos
         for event in events:
             info = infos.get(event.task_id)
-            group_id = _group_of(event, info)
+            group_id = group_of(event, info)
             try:
                 publish(
                     f"{event.task_id}:{event.version}",
                     group_id,
-                    partial(_event_message, event, info, group_id),
+                    partial(event_message, event, info, group_id),
                 )
             except Exception:  # noqa: BLE001 - a subscriber never breaks the log
                 logger.exception(
@@ -880,127 +786,3 @@ class AsyncTaskWorker:
         for task_id in stale:
             del infos[task_id]
         return len(stale)
-
-
-def _check_arguments(
-    task_type: str,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    metadata: dict[str, Any] | None,
-) -> None:
-    for index, value in enumerate(args):
-        encode_payload(value, f"Argument {index} of task {task_type!r}")
-    for name, value in kwargs.items():
-        encode_payload(value, f"Argument {name!r} of task {task_type!r}")
-    if metadata:
-        encode_payload(metadata, f"metadata of task {task_type!r}")
-
-
-def _check_task_id(task_id: str) -> None:
-    if len(task_id) > MAX_TASK_ID_LENGTH:
-        raise UsageError(
-            f"The task_id is {len(task_id):,} characters long; the limit is "
-            f"{MAX_TASK_ID_LENGTH}. Use a shorter id, or omit task_id.",
-            task_id=task_id[:40],
-        )
-    if "\x00" in task_id or not _encodable(task_id):
-        raise UsageError(
-            f"The task_id {task_id!r} holds a NUL character or a lone surrogate, "
-            "which no event store can index; use printable text."
-        )
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _statuses(status: Any) -> frozenset[TaskStatus]:
-    values = [status] if isinstance(status, str | TaskStatus) else list(status)
-    try:
-        return frozenset(TaskStatus(value) for value in values)
-    except ValueError:
-        known = ", ".join(s.value for s in TaskStatus)
-        raise UsageError(
-            f"Unknown task status in {status!r}; use one of {known}."
-        ) from None
-
-
-def _task_failed(
-    task_id: str, message: str, error_type: str, cause: BaseException | None
-) -> TaskFailedError:
-    # One exception type for a failed task, whether the future was taken
-    # before the failure or rebuilt from the log after it (or a restart);
-    # the task's own exception, when this process saw it, is the cause.
-    error = TaskFailedError(message, task_id=task_id, task_error_type=error_type)
-    error.__cause__ = cause
-    return error
-
-
-def _discard(
-    waiters: list[asyncio.Future[Any]] | None, future: asyncio.Future[Any]
-) -> None:
-    if waiters and future in waiters:
-        waiters.remove(future)
-
-
-def _resolve_from_info(future: asyncio.Future[Any], info: TaskInfo) -> None:
-    if info.status is TaskStatus.COMPLETED:
-        future.set_result(info.result)
-    elif info.status is TaskStatus.FAILED:
-        future.set_exception(
-            _task_failed(info.id, info.error or "", info.error_type or "", None)
-        )
-    elif info.status is TaskStatus.CANCELLED:
-        future.cancel(info.error)
-    else:
-        future.set_exception(
-            TaskFailedError(
-                f"Task {info.id!r} is {info.status.value} but not held by this "
-                "worker, so it cannot be awaited here.",
-                task_id=info.id,
-            )
-        )
-
-
-def _group_of(event: TaskEvent, info: TaskInfo | None) -> str:
-    metadata = info.metadata if info is not None else None
-    group_id = metadata.get("group_id") if metadata else None
-    return group_id if group_id is not None else event.task_id
-
-
-def _event_message(
-    event: TaskEvent, info: TaskInfo | None, group_id: str
-) -> dict[str, Any]:
-    type_ = event.type
-    data = event.data
-    if type_ is EventType.PROGRESS:
-        progress = data["progress"]
-    elif type_ is EventType.COMPLETED:
-        progress = 1.0
-    elif type_ is EventType.QUEUED or type_ is EventType.STARTED:
-        progress = 0.0
-    else:
-        progress = info.progress if info is not None else 0.0
-    message: dict[str, Any] = {
-        "event_id": f"{event.task_id}:{event.version}",
-        "position": event.position,
-        "task_id": event.task_id,
-        "version": event.version,
-        "type": _TYPE_NAME[type_],
-        "status": _STATUS_OF[type_],
-        "progress": progress,
-        "at": event.at.isoformat(),
-        "group_id": group_id,
-        "task_type": info.task_type if info is not None else None,
-    }
-    if type_ is EventType.COMPLETED:
-        message["result"] = data.get("result")
-        message["from_cache"] = data.get("from_cache", False)
-    elif "error" in data:
-        message["error"] = data["error"]
-        message["error_type"] = data.get("error_type")
-    return message

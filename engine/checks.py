@@ -1,0 +1,82 @@
+"""Checks of what users pass to the worker, each failing with a sentence
+that names the offending value (the usage family of engine.exceptions)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from engine.constants import MAX_TASK_ID_LENGTH
+from engine.events import encode_payload, is_plain
+from engine.exceptions import InvalidTimeoutError, UsageError
+from projections.task_info import TaskStatus
+
+__all__ = [
+    "check_arguments",
+    "check_task_id",
+    "check_timeout",
+    "statuses",
+]
+
+
+def check_timeout(value: Any, name: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidTimeoutError(
+            f"The {name} must be a positive number of seconds or None, not {value!r}."
+        )
+    if not math.isfinite(value) or value <= 0:
+        raise InvalidTimeoutError(
+            f"The {name} must be a positive number of seconds or None, not {value!r}."
+        )
+    return float(value)
+
+
+def check_arguments(
+    task_type: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    metadata: dict[str, Any] | None,
+) -> None:
+    for index, value in enumerate(args):
+        if not is_plain(value):
+            encode_payload(value, f"Argument {index} of task {task_type!r}")
+    for name, value in kwargs.items():
+        if not is_plain(value):
+            encode_payload(value, f"Argument {name!r} of task {task_type!r}")
+    if metadata:
+        encode_payload(metadata, f"metadata of task {task_type!r}")
+
+
+def check_task_id(task_id: str) -> None:
+    if len(task_id) > MAX_TASK_ID_LENGTH:
+        raise UsageError(
+            f"The task_id is {len(task_id):,} characters long; the limit is "
+            f"{MAX_TASK_ID_LENGTH}. Use a shorter id, or omit task_id.",
+            task_id=task_id[:40],
+        )
+    if "\x00" in task_id or not _encodable(task_id):
+        raise UsageError(
+            f"The task_id {task_id!r} holds a NUL character or a lone surrogate, "
+            "which no event store can index; use printable text."
+        )
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def statuses(status: Any) -> frozenset[TaskStatus]:
+    values = [status] if isinstance(status, str | TaskStatus) else list(status)
+    try:
+        return frozenset(TaskStatus(value) for value in values)
+    except ValueError:
+        known = ", ".join(s.value for s in TaskStatus)
+        raise UsageError(
+            f"Unknown task status in {status!r}; use one of {known}."
+        ) from None
