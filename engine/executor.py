@@ -30,7 +30,7 @@ from engine.progress import ProgressReporter
 if TYPE_CHECKING:
     from engine.worker import AsyncTaskWorker
 
-__all__ = ["TaskExecutor", "TaskRun", "describe_error"]
+__all__ = ["TaskExecutor", "TaskRun", "describe_error", "run_from_queued"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,30 @@ class TaskRun:
     reporter: ProgressReporter | None = None
     result: Any = None
     waiters: list[asyncio.Future[Any]] | None = None
+
+
+def run_from_queued(
+    task_id: str,
+    task_type: str,
+    func: Callable[..., Any],
+    data: dict[str, Any],
+    attempt: int,
+) -> TaskRun:
+    """A :class:`TaskRun` rebuilt from a ``queued`` event's payload (a task
+    resumed after a restart, or claimed from another node's queue)."""
+    return TaskRun(
+        task_id=task_id,
+        task_type=task_type,
+        func=func,
+        args=tuple(data.get("args", ())),
+        kwargs=dict(data.get("kwargs", {})),
+        priority=data.get("priority", 0),
+        timeout_s=data.get("timeout"),
+        metadata=data.get("metadata"),
+        use_cache=data.get("use_cache", False),
+        cache_ttl=data.get("cache_ttl"),
+        attempt=attempt,
+    )
 
 
 def describe_error(exc: BaseException) -> tuple[str, str]:

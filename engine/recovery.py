@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from engine.events import EventType, TaskEvent
-from engine.executor import TaskRun
+from engine.executor import run_from_queued
 from engine.registry import find_task
 from engine.store.base import collector_paused
 from projections.task_info import TaskInfo, TaskStatus
@@ -89,19 +89,7 @@ def _resume(worker: AsyncTaskWorker, info: TaskInfo, queued: dict[str, Any]) -> 
             "UnknownTaskTypeError",
         )
         return "failed"
-    run = TaskRun(
-        task_id=info.id,
-        task_type=task_type,
-        func=func,
-        args=tuple(queued.get("args", ())),
-        kwargs=dict(queued.get("kwargs", {})),
-        priority=queued.get("priority", 0),
-        timeout_s=queued.get("timeout"),
-        metadata=queued.get("metadata"),
-        use_cache=queued.get("use_cache", False),
-        cache_ttl=queued.get("cache_ttl"),
-        attempt=attempt,
-    )
+    run = run_from_queued(info.id, task_type, func, queued, attempt)
     if info.status is TaskStatus.PENDING:
         worker.enqueue(run)
         return "requeued"
