@@ -14,7 +14,7 @@ import uuid
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from engine.bus._queue import (
     COUNTS,
@@ -126,7 +126,8 @@ class EventManager:
         self._clock = clock
 
         recent_limit = int(_positive("max_recent_events", max_recent_events))
-        self._recent: deque[tuple[float, Event]] = deque(maxlen=recent_limit)
+        # Entries hold an event dict, or a _Deferred one (publish_lazy).
+        self._recent: deque[tuple[float, Any]] = deque(maxlen=recent_limit)
         self._processed: OrderedDict[str, float] = OrderedDict()
 
         # Routing tables are tuples replaced on every change (copy on write),
@@ -415,8 +416,14 @@ class EventManager:
         while recent and recent[0][0] < oldest_kept_s:
             recent.popleft()
         processed = self._processed
+        if not processed:
+            return
         while processed and next(iter(processed.values())) < oldest_kept_s:
             processed.popitem(last=False)
+        if not processed:
+            # A dict never shrinks its table as items go; a new one releases
+            # what a burst of publishes grew once the burst has expired.
+            self._processed = OrderedDict()
 
     async def _cleanup_loop(self) -> None:
         while True:

@@ -120,6 +120,24 @@ async def sse(
             yield reader
 
 
+async def connect_and_drop(port: int, index: int, group_id: str = "g") -> None:
+    """Open ``/events`` on a raw socket and reset the connection.
+
+    Two clients in three wait until the server subscribed them; the rest
+    drop before the answer's first bytes.
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"GET /events?group_id={group_id} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Accept: text/event-stream\r\n\r\n".encode()
+    )
+    await writer.drain()
+    if index % 3:
+        await reader.readuntil(b"retry:")
+    # Abort: a reset, as a crashed client or a dropped network gives.
+    writer.transport.abort()
+
+
 def terminal(event: dict[str, Any]) -> bool:
     """True for a task's last event."""
     return event.get("type") in {"completed", "failed", "cancelled"}

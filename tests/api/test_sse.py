@@ -6,7 +6,7 @@ import asyncio
 import json
 from contextlib import aclosing
 
-from api_support import eventually, sse, terminal
+from api_support import connect_and_drop, eventually, sse, terminal
 
 from engine import AsyncTaskWorker, EventManager
 from engine.api import task_event_stream
@@ -147,19 +147,6 @@ async def test_disconnect_releases_the_subscription_at_once(worker, live_server)
     assert manager.subscriber_count == baseline
 
 
-async def _connect_and_drop(port: int, index: int) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(
-        b"GET /events?group_id=g HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        b"Accept: text/event-stream\r\n\r\n"
-    )
-    await writer.drain()
-    if index % 3:
-        await reader.readuntil(b"retry:")
-    # Abort: a reset, as a crashed client or a dropped network gives.
-    writer.transport.abort()
-
-
 async def test_200_clients_dropping_abruptly_leave_no_subscription_behind(
     worker, live_server
 ):
@@ -169,7 +156,7 @@ async def test_200_clients_dropping_abruptly_leave_no_subscription_behind(
 
     async def one(index: int) -> None:
         async with limit:
-            await _connect_and_drop(server.port, index)
+            await connect_and_drop(server.port, index)
 
     async with live_server(worker) as server:
         async with sse(server.url, "/events?group_id=g") as survivor:
