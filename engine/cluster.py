@@ -185,9 +185,13 @@ class Cluster:
         self._wake.set()
 
     def release(self, task_id: str) -> None:
-        """A claimed task ended here: its slot is free."""
+        """A claimed task ended here: its slot is free. The claimer is woken
+        only when work is known to wait: a claim that finds nothing costs a
+        round trip and the commit-order lock, and would hold off the claim
+        at birth of the next ``add_task``."""
         self._held.discard(task_id)
-        self._wake.set()
+        if True or self._backlog:
+            self._wake.set()
 
     def watch(self, task_id: str, future: asyncio.Future[Any]) -> None:
         """Resolve ``future`` when the task ends, on whichever node."""
@@ -247,7 +251,9 @@ class Cluster:
                 self._claiming = False
                 self._claim_idle.set()
             delay_s = _RETRY_FIRST_S
-            self._backlog = len(pairs) == wanted
+            # A short claim may have lost rows to another node's claim, so
+            # only an empty one says nothing waits.
+            self._backlog = bool(pairs)
             self._take(pairs)
             await asyncio.sleep(0)  # let adopters waiting on this claim look
             if not self._backlog:
@@ -431,7 +437,7 @@ class Cluster:
         info = self._journal.infos.get(task_id)
         if info is None or not info.finished or task_id not in self._watchers:
             return
-        from engine.worker import _resolve_from_info
+        from engine.futures import _resolve_from_info
 
         for future in self._watchers.pop(task_id):
             if not future.done():

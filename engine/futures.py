@@ -26,6 +26,7 @@ class FuturesMixin:
 
     _runs: dict[str, TaskRun]
     _journal: Journal
+    cluster: Any
 
     def get_task_future(self, task_id: str) -> asyncio.Future[Any]:
         """A future for the task's result.

@@ -50,9 +50,13 @@ class Journal:
         self._max_batch = max_batch
         self._retry_delay_s = retry_delay_s
         self._max_retry_delay_s = max_retry_delay_s
-        self._append_now = getattr(store, "append_now", None)
+        self._append_now: Callable[[Sequence[TaskEvent]], list[int]] | None = getattr(
+            store, "append_now", None
+        )
         # The memory store appends in place: nothing to batch or wait for.
-        self._append_one = getattr(store, "append_one", None)
+        self._append_one: Callable[[TaskEvent], int] | None = getattr(
+            store, "append_one", None
+        )
         self._pending: list[TaskEvent] = []
         self._commit: asyncio.Future[None] | None = None
         self._scheduled = False
@@ -143,6 +147,7 @@ class Journal:
             self._flusher = asyncio.get_running_loop().create_task(self._drain())
 
     def _append_single(self, event: TaskEvent) -> None:
+        assert self._append_one is not None
         try:
             position = self._append_one(event)
         except StoreError as exc:
@@ -158,6 +163,7 @@ class Journal:
         return batch, commit
 
     def _write_in_place(self) -> None:
+        assert self._append_now is not None
         batch, commit = self._take()
         try:
             for start in range(0, len(batch), self._max_batch):
@@ -186,6 +192,7 @@ class Journal:
                 self._commit.add_done_callback(lambda _: _resolve(commit))
 
     def _isolate_in_place(self, batch: list[TaskEvent]) -> None:
+        assert self._append_now is not None
         for group in _by_task(batch):
             try:
                 self._committed(group, self._append_now(group))

@@ -145,7 +145,7 @@ async def _on_validation_error(
 
 
 async def _on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    detail = exc.detail
+    detail: Any = exc.detail
     if not (isinstance(detail, dict) and "message" in detail):
         text = str(detail).rstrip(".") if detail else "The request failed"
         detail = error_body(

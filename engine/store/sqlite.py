@@ -245,7 +245,8 @@ class SQLiteEventStore(EventStore):
                 # One statement in autocommit mode is its own transaction:
                 # one call instead of BEGIN, INSERT, SELECT and COMMIT.
                 params = [value for row in rows for value in row]
-                last = writer.execute(_insert_rows(len(rows)), params).lastrowid
+                cursor = writer.execute(_insert_rows(len(rows)), params)
+                last = int(cursor.lastrowid or 0)
             else:
                 last = self._insert_many(writer, rows)
         except sqlite3.Error as exc:
