@@ -21,7 +21,7 @@ from typing import Any
 
 import psutil
 
-from engine.bus import EventManager
+from engine.bus import EventManager, SubscriberQueue
 
 BATCH = 1_000
 
@@ -68,12 +68,30 @@ async def read(queue: asyncio.Queue[dict[str, Any]], n: int) -> int:
     return markers
 
 
-async def bench_subscribers(subscribers: int, n: int) -> tuple[float, float, int]:
-    """Return published/s, delivered/s and markers seen, all readers reading."""
+async def read_batches(queue: SubscriberQueue, n: int) -> int:
+    """Take ``n`` events off ``queue`` with ``get_batch``; count the markers."""
+    markers = 0
+    taken = 0
+    while taken < n:
+        batch = await queue.get_batch(BATCH)
+        taken += len(batch)
+        markers += sum(event.get("type") == "overflow" for event in batch[-1:])
+    return markers
+
+
+async def bench_subscribers(
+    subscribers: int, n: int, batched: bool = False
+) -> tuple[float, float, int]:
+    """Return published/s, delivered/s and markers seen, all readers reading.
+
+    Readers take events one by one with ``get()``, or with ``get_batch``
+    when ``batched``.
+    """
     manager = EventManager()
     events = make_events(n)
     queues = [manager.subscribe()[1] for _ in range(subscribers)]
-    readers = [asyncio.create_task(read(queue, n)) for queue in queues]
+    reader = read_batches if batched else read
+    readers = [asyncio.create_task(reader(queue, n)) for queue in queues]
     publish = manager.publish_event
 
     started_s = time.perf_counter()
@@ -135,12 +153,15 @@ async def main(n: int) -> None:
     print(f"events per run: {n:,}")
     rate = bench_no_subscribers(n)
     print(f"  0 subscribers: {rate:12,.0f} published/s ({1e6 / rate:.2f} us each)")
-    for subscribers in (1, 10, 100):
+    for subscribers, batched in ((1, False), (10, False), (100, False), (100, True)):
         count = max(BATCH, n // max(1, subscribers // 10))
-        published, delivered, markers = await bench_subscribers(subscribers, count)
+        published, delivered, markers = await bench_subscribers(
+            subscribers, count, batched
+        )
+        how = "get_batch" if batched else "get()"
         print(
-            f"{subscribers:3d} subscribers: {published:12,.0f} published/s "
-            f"{delivered:12,.0f} delivered/s  ({count:,} events, "
+            f"{subscribers:3d} subscribers, {how:9s}: {published:12,.0f} "
+            f"published/s {delivered:12,.0f} delivered/s  ({count:,} events, "
             f"{markers} overflow markers)"
         )
 

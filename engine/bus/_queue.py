@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Generator
-from typing import Any, NamedTuple, Self
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,17 @@ class SubscriberQueue(asyncio.Queue[Event]):
         subscribed: False once the manager no longer feeds this queue.
     """
 
+    if TYPE_CHECKING:
+        # asyncio.Queue's internals (CPython 3.11 to 3.13), which offer and
+        # the manager's delivery loop use in place of put_nowait: they run
+        # once per event and subscriber. test_bus_queue.py checks that the
+        # result behaves as put_nowait's (wake-up, task_done and join).
+        _unfinished_tasks: int
+        _finished: asyncio.Event
+        _getters: deque[asyncio.Future[None]]
+
+        def _wakeup_next(self, waiters: deque[asyncio.Future[None]]) -> None: ...
+
     def __init__(self, capacity: int, subscriber_id: str, group_id: str | None) -> None:
         super().__init__(capacity + 1)
         self.subscriber_id = subscriber_id
@@ -64,18 +75,70 @@ class SubscriberQueue(asyncio.Queue[Event]):
     def _get(self) -> Event:
         item = self._queue.popleft()
         if item is self.marker:
-            self.marker = None
-            logger.info(
-                "Subscriber resumed after dropping %d events",
-                item["dropped"],
-                extra={
-                    "action": "subscriber_resumed",
-                    "subscriber_id": self.subscriber_id,
-                    "dropped": item["dropped"],
-                    "position": item["resume_after_position"],
-                },
-            )
+            self._resumed(item)
         return item
+
+    def get_nowait(self) -> Event:
+        """Take the next event, or raise :class:`asyncio.QueueEmpty`."""
+        # The base class's version also wakes blocked putters; a subscriber
+        # queue never has any, since the manager drops instead of waiting.
+        queue = self._queue
+        if not queue:
+            raise asyncio.QueueEmpty
+        item = queue.popleft()
+        if item is self.marker:
+            self._resumed(item)
+        return item
+
+    async def get(self) -> Event:
+        """Take the next event, waiting for one if the queue is empty."""
+        if self._queue:
+            return self.get_nowait()
+        return await super().get()
+
+    async def get_batch(self, max_items: int = 1_000) -> list[Event]:
+        """Take up to ``max_items`` events at once, waiting for at least one.
+
+        For readers that want throughput: one call instead of one per event.
+        An overflow marker ends a batch, so a batch never spans an overflow.
+
+        Raises:
+            ValueError: ``max_items`` is below 1.
+        """
+        if max_items < 1:
+            raise ValueError(f"max_items must be at least 1, got {max_items!r}.")
+        queue = self._queue
+        if not queue:
+            return [await super().get(), *self._take(max_items - 1)]
+        return self._take(max_items)
+
+    def _take(self, max_items: int) -> list[Event]:
+        queue = self._queue
+        marker = self.marker
+        if marker is None and len(queue) <= max_items:
+            items = list(queue)
+            queue.clear()
+            return items
+        items = []
+        while queue and len(items) < max_items:
+            item = self.get_nowait()
+            items.append(item)
+            if item is marker:
+                break
+        return items
+
+    def _resumed(self, item: Event) -> None:
+        self.marker = None
+        logger.info(
+            "Subscriber resumed after dropping %d events",
+            item["dropped"],
+            extra={
+                "action": "subscriber_resumed",
+                "subscriber_id": self.subscriber_id,
+                "dropped": item["dropped"],
+                "position": item["resume_after_position"],
+            },
+        )
 
     def offer(self, event: Event, now_s: float) -> bool:
         """Queue ``event`` if there is room, else count it as dropped.
@@ -91,8 +154,15 @@ class SubscriberQueue(asyncio.Queue[Event]):
         if marker is not None:
             marker["dropped"] += 1
             return False
-        if len(self._queue) < self.capacity:
-            self.put_nowait(event)
+        queue = self._queue
+        if len(queue) < self.capacity:
+            # put_nowait inlined: this runs once per event and subscriber.
+            queue.append(event)
+            if not self._unfinished_tasks:
+                self._finished.clear()
+            self._unfinished_tasks += 1
+            if self._getters:
+                self._wakeup_next(self._getters)
             return True
         self._begin_overflow(now_s)
         return False
