@@ -94,8 +94,8 @@ async def memory(engine: str, store: str | None, tasks: int) -> dict[str, float]
         await asyncio.gather(*[await _future(worker, t) for t in warm])
         gc.collect()
         before = process.memory_info().rss
-        for start in range(0, tasks, 10_000):
-            batch = [await worker.add_task(_noop) for _ in range(10_000)]
+        for _ in range(0, tasks, 10_000):
+            batch = [await worker.add_task(_noop) for _n in range(10_000)]
             await asyncio.gather(*[await _future(worker, t) for t in batch])
             del batch
         gc.collect()
