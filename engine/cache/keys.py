@@ -82,8 +82,34 @@ def default_key_fn(context: CacheKeyContext) -> str:
         InvalidCacheKeyError: If an argument has no canonical encoding.
     """
     qualified = context.get("qualified_name") or context["func_name"]
-    encoded = canonical_bytes((qualified, context["args"], context["kwargs"]))
+    args, kwargs = context["args"], context["kwargs"]
+    flat = _flat_text(qualified, args, kwargs)
+    if flat is not None:
+        encoded = flat
+    else:
+        encoded = canonical_bytes((qualified, args, kwargs))
     return f"{context['func_name']}:{hashlib.sha256(encoded).hexdigest()}"
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _flat_text(qualified: str, args: Any, kwargs: Any) -> bytes | None:
+    """The common call of scalar arguments, encoded by ``repr`` (a faster
+    canonical form: ``repr`` of str, int, float, bool and None is exact and
+    tells the types apart); None when any argument is not a scalar.
+
+    The ``R`` prefix keeps these keys apart from the general encoding, which
+    never starts with it, and a given call always takes the same path.
+    """
+    for value in args:
+        if type(value) not in _SCALARS:
+            return None
+    for value in kwargs.values():
+        if type(value) not in _SCALARS:
+            return None
+    items = sorted(kwargs.items()) if kwargs else ()
+    return b"R" + repr((qualified, tuple(args), items)).encode("utf-8", "surrogatepass")
 
 
 def make_key(

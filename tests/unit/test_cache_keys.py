@@ -263,3 +263,31 @@ def test_compose_needs_at_least_one_function():
 def test_an_empty_key_path_is_rejected():
     with pytest.raises(ValueError, match="dotted string"):
         extract_key_component("")
+
+
+def test_scalar_calls_of_different_types_never_share_a_key():
+    from engine.cache.keys import default_key_fn
+
+    def key(*args, **kwargs):
+        return default_key_fn(
+            {"func_name": "f", "args": args, "kwargs": kwargs, "metadata": {}}
+        )
+
+    keys = {
+        key(1),
+        key("1"),
+        key(1.0),
+        key(True),
+        key(None),
+        key("None"),
+        key(-0.0),
+        key(0.0),
+        key(1, 2),
+        key((1, 2)),
+        key([1, 2]),
+        key(a=1),
+        key(a="1"),
+    }
+
+    assert len(keys) == 13
+    assert key(a=1, b=2) == key(b=2, a=1)
