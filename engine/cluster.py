@@ -190,7 +190,7 @@ class Cluster:
         round trip and the commit-order lock, and would hold off the claim
         at birth of the next ``add_task``."""
         self._held.discard(task_id)
-        if True or self._backlog:
+        if self._backlog:
             self._wake.set()
 
     def watch(self, task_id: str, future: asyncio.Future[Any]) -> None:
