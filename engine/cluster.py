@@ -251,9 +251,7 @@ class Cluster:
                 self._claiming = False
                 self._claim_idle.set()
             delay_s = _RETRY_FIRST_S
-            # A short claim may have lost rows to another node's claim, so
-            # only an empty one says nothing waits.
-            self._backlog = bool(pairs)
+            self._backlog = len(pairs) == wanted
             self._take(pairs)
             await asyncio.sleep(0)  # let adopters waiting on this claim look
             if not self._backlog:
@@ -364,15 +362,24 @@ class Cluster:
                 await asyncio.sleep(self.poll_interval_s)
 
     async def _follow_once(self) -> None:
+        # A store this worker opened is written by nobody else in this
+        # process, so what it appended or claimed is already folded here: the
+        # tail leaves those events out. Appends that bypass the journal
+        # (_requeue) are delivered to _deliver by their writer.
         async for batch in self._store.tail(
-            self._position, poll_interval_s=self.poll_interval_s
+            self._position,
+            poll_interval_s=self.poll_interval_s,
+            skip_own=self._worker._owns_store,
         ):
             self._position = batch[-1].position or self._position
-            fresh = [event for event in batch if self._fold(event)]
-            if fresh:
-                self._worker._published(fresh)
-                for event in fresh:
-                    self._react(event)
+            self._deliver(batch)
+
+    def _deliver(self, batch: list[TaskEvent]) -> None:
+        fresh = [event for event in batch if self._fold(event)]
+        if fresh:
+            self._worker._published(fresh)
+            for event in fresh:
+                self._react(event)
 
     def _fold(self, event: TaskEvent) -> bool:
         try:
@@ -570,7 +577,7 @@ class Cluster:
             None, task_id, events[-1].version + 1, type_, utcnow(), data
         )
         try:
-            await self._store.append([event])
+            positions = await self._store.append([event])
         except ConcurrencyConflictError:
             return False  # another node recovered it first, or it moved on
         logger.warning(
@@ -584,6 +591,7 @@ class Cluster:
                 "node_id": started.data.get("node_id"),
             },
         )
+        self._deliver([event.with_position(positions[0])])
         return True
 
 

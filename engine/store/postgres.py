@@ -34,6 +34,7 @@ from engine.store.pg_codec import (
     events_of_rows,
 )
 from engine.store.pg_listener import PgListener
+from engine.store.pg_positions import OwnPositions
 from engine.store.pg_sql import (
     APPEND,
     CLAIM,
@@ -165,6 +166,8 @@ class PostgresEventStore(EventStore):
         self._application_name = application_name
         self._pool: asyncpg.Pool | None = None
         self._listener: PgListener | None = None
+        # Positions written through this object, kept once a tail skips them.
+        self._own: OwnPositions | None = None
 
     @contextlib.contextmanager
     def _translated(self) -> Iterator[None]:
@@ -250,6 +253,8 @@ class PostgresEventStore(EventStore):
         pool = self._open_pool()
         with self._translated():
             positions = await pool.fetchval(APPEND, *columns)
+        if self._own is not None:
+            self._own.add(positions)
         logger.debug(
             "Append batch flushed",
             extra={
@@ -272,6 +277,8 @@ class PostgresEventStore(EventStore):
         pool = self._open_pool()
         with self._translated():
             rows = await pool.fetch(CLAIM, limit, node_id)
+        if self._own is not None and rows:
+            self._own.add([row[0] for row in rows])
         return claimed_pairs(rows, node_id)
 
     async def rebuild_projections(self) -> None:
@@ -339,7 +346,12 @@ class PostgresEventStore(EventStore):
                 await pool.release(connection)
 
     async def tail(
-        self, after: int, *, poll_interval_s: float = 1.0, batch_size: int = 1_000
+        self,
+        after: int,
+        *,
+        poll_interval_s: float = 1.0,
+        batch_size: int = 1_000,
+        skip_own: bool = False,
     ) -> AsyncIterator[list[TaskEvent]]:
         """Yield batches of events after position ``after`` as they commit.
 
@@ -348,25 +360,43 @@ class PostgresEventStore(EventStore):
         in log order; after the listener reconnects, or after the server was
         unreachable for a while, reading resumes from the last event yielded.
         The iteration ends when the store is closed.
+
+        With ``skip_own``, events this store object appended or claimed once
+        the tail started are left out (their writer already holds them): a
+        notification of nothing but such events costs no read.
         """
         listener = await self._start_listener()
+        own = self._own_positions() if skip_own else None
         wake = listener.subscribe()
         try:
             while True:
                 wake.clear()
-                batch = await self._tail_read(after, batch_size)
-                if batch is None:
+                notified = listener.notified_position
+                if own is not None and notified > after and own.covers(after, notified):
+                    after = notified
+                    own.forget_through(after)
+                    await listener.wait(wake, poll_interval_s)
+                    continue
+                rows = await self._tail_read(after, batch_size)
+                if rows is None:
                     return
-                if batch:
-                    position = batch[-1].position
-                    assert position is not None
-                    after = position
-                    yield batch
-                    if len(batch) == batch_size:
+                if rows:
+                    full, after = len(rows) == batch_size, rows[-1][0]
+                    if own is not None:
+                        rows = [row for row in rows if row[0] not in own]
+                        own.forget_through(after)
+                    if rows:
+                        yield events_of_rows(rows)
+                    if full:
                         continue
                 await listener.wait(wake, poll_interval_s)
         finally:
             listener.unsubscribe(wake)
+
+    def _own_positions(self) -> OwnPositions:
+        if self._own is None:
+            self._own = OwnPositions()
+        return self._own
 
     async def start_listening(self) -> None:
         """Open the LISTEN connection now rather than on the first :meth:`tail`.
@@ -391,11 +421,12 @@ class PostgresEventStore(EventStore):
             server_settings={"application_name": f"{self._application_name}_listener"},
         )
 
-    async def _tail_read(self, after: int, limit: int) -> list[TaskEvent] | None:
+    async def _tail_read(self, after: int, limit: int) -> list[Any] | None:
         delay_s = _TAIL_RETRY_FIRST_S
         while self._pool is not None:
             try:
-                return await self.read(after, limit)
+                with self._translated():
+                    return list(await self._open_pool().fetch(READ, after, limit))
             except StoreUnavailableError as exc:
                 logger.warning(
                     "Tail read failed, retrying",
