@@ -3,9 +3,10 @@
 A node claims runnable tasks through the store (one statement deletes their
 ``task_runnable`` rows and writes their ``started`` events), follows every
 other node's events through ``store.tail`` into its own ``TaskInfo``
-projection, heartbeats in ``task_nodes``, and re-queues the tasks of nodes
-whose heartbeat is older than the lease. This module may import
-:mod:`engine.events`, :mod:`engine.exceptions`, :mod:`engine.executor`,
+projection, and heartbeats through :mod:`engine.cluster_lease`, which also
+re-queues the tasks of nodes whose heartbeat is older than the lease. This
+module may import :mod:`engine.cluster_lease`, :mod:`engine.events`,
+:mod:`engine.exceptions`, :mod:`engine.executor`,
 :mod:`engine.registry` and :mod:`projections`; the worker imports it only
 when its store is clustered (PostgreSQL).
 """
@@ -17,11 +18,19 @@ import contextlib
 import logging
 import os
 import socket
-import time
 from typing import TYPE_CHECKING, Any
 
-from engine.constants import LEASES_TABLE, NODES_TABLE
-from engine.events import EventType, TaskEvent, utcnow
+from engine.cluster_lease import (
+    BEAT,
+    LEAVE,
+    OWN_LEASES,
+    LeaseKeeper,
+    last_started,
+    log_retry,
+    merged_spec,
+    still_ours,
+)
+from engine.events import EventType, TaskEvent
 from engine.exceptions import ConcurrencyConflictError, StoreError
 from engine.executor import TaskRun
 from engine.registry import find_task
@@ -41,31 +50,9 @@ DEFAULT_HEARTBEAT_S = 2.0
 DEFAULT_LEASE_S = 10.0
 
 _TERMINAL = (EventType.COMPLETED, EventType.FAILED, EventType.CANCELLED)
-_RUNNING = (EventType.STARTED, EventType.PROGRESS)
 _RETRY_FIRST_S = 0.05
 _RETRY_MAX_S = 2.0
 _CANCEL_ROUNDS = 8
-
-_BEAT = f"""
-INSERT INTO {NODES_TABLE} (node_id, heartbeat_at, pid, hostname, started_at)
-VALUES ($1, now(), $2, $3, now())
-ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = now()
-"""
-_LEAVE = f"DELETE FROM {NODES_TABLE} WHERE node_id = $1"
-_OWN_LEASES = f"SELECT task_id, node_id FROM {LEASES_TABLE} WHERE node_id = $1"
-# Leases whose node is gone (no row) or silent for longer than the lease.
-_LOST_LEASES = f"""
-SELECT l.task_id, l.node_id FROM {LEASES_TABLE} l
-LEFT JOIN {NODES_TABLE} n ON n.node_id = l.node_id
-WHERE l.node_id IS DISTINCT FROM $1
-    AND (n.node_id IS NULL
-        OR n.heartbeat_at < now() - make_interval(secs => $2))
-LIMIT 500
-"""
-_FORGET_NODES = f"""
-DELETE FROM {NODES_TABLE}
-WHERE node_id <> $1 AND heartbeat_at < now() - make_interval(secs => $2)
-"""
 
 
 def _env_seconds(name: str, default: float) -> float:
@@ -100,9 +87,8 @@ class Cluster:
         self._claiming = False
         self._claim_idle = asyncio.Event()
         self._claim_idle.set()
-        self._healthy_since = float("-inf")
         self._position = 0
-        self._strays: set[str] = set()
+        self._lease = LeaseKeeper(self)
         self._claimer: asyncio.Task[None] | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._chores: set[asyncio.Task[Any]] = set()
@@ -113,14 +99,14 @@ class Cluster:
     async def start(self, after: int) -> None:
         """Register the node, re-queue what an earlier run of it left, and
         start claiming, following the log from ``after`` and heartbeating."""
-        await self._store.query(_BEAT, self.node_id, os.getpid(), socket.gethostname())
+        await self._store.query(BEAT, self.node_id, os.getpid(), socket.gethostname())
         await self._store.start_listening()
-        rows = await self._store.query(_OWN_LEASES, self.node_id)
-        await self._recover(rows)
+        rows = await self._store.query(OWN_LEASES, self.node_id)
+        await self._lease.recover(rows)
         self._claimer = asyncio.create_task(self._claim_loop(), name="te-claimer")
         self._loops = [
             asyncio.create_task(self._follow(after), name="te-tail"),
-            asyncio.create_task(self._heartbeat_loop(), name="te-heartbeat"),
+            asyncio.create_task(self._lease.run(), name="te-heartbeat"),
         ]
         logger.info(
             "Node joined the cluster",
@@ -154,7 +140,7 @@ class Cluster:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._loops = []
         with contextlib.suppress(StoreError):
-            await self._store.query(_LEAVE, self.node_id)
+            await self._store.query(LEAVE, self.node_id)
         logger.info(
             "Node left the cluster",
             extra={"action": "node_left", "node_id": self.node_id, **self.counters},
@@ -243,7 +229,7 @@ class Cluster:
             try:
                 pairs = await self._store.claim(self.node_id, wanted)
             except StoreError as exc:
-                _log_retry("Claiming tasks failed", "claim_failed", exc)
+                log_retry("Claiming tasks failed", "claim_failed", exc)
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, _RETRY_MAX_S)
                 continue
@@ -299,7 +285,7 @@ class Cluster:
 
     async def _run_merged(self, task_id: str, attempt: int) -> None:
         events = await self._read(task_id)
-        self._hand_over(task_id, _merged_spec(events), attempt)
+        self._hand_over(task_id, merged_spec(events), attempt)
 
     def _hand_over(self, task_id: str, data: dict[str, Any], attempt: int) -> None:
         """Give a claimed task to the pool, reusing the run ``add_task`` made
@@ -364,8 +350,8 @@ class Cluster:
     async def _follow_once(self) -> None:
         # A store this worker opened is written by nobody else in this
         # process, so what it appended or claimed is already folded here: the
-        # tail leaves those events out. Appends that bypass the journal
-        # (_requeue) are delivered to _deliver by their writer.
+        # tail leaves those events out. Appends that bypass the journal (the
+        # lease keeper's re-queues) are handed to _deliver by their writer.
         async for batch in self._store.tail(
             self._position,
             poll_interval_s=self.poll_interval_s,
@@ -433,12 +419,12 @@ class Cluster:
             return  # the claim's reply handed it over
         self._held.add(task_id)
         events = await self._read(task_id)
-        last_started = _last_started(events)
-        if last_started is None or events[-1] is not last_started:
+        started = last_started(events)
+        if started is None or events[-1] is not started:
             self.release(task_id)
             return
-        attempt = last_started.data.get("attempt", 1)
-        self._hand_over(task_id, _merged_spec(events), attempt)
+        attempt = started.data.get("attempt", 1)
+        self._hand_over(task_id, merged_spec(events), attempt)
 
     def _settle_watchers(self, task_id: str) -> None:
         info = self._journal.infos.get(task_id)
@@ -470,7 +456,7 @@ class Cluster:
         if current is None or current.version <= info.version:
             self._journal.infos[task_id] = info
         run = self._worker._runs.get(task_id)
-        if run is not None and run.claimed and not _still_ours(events, self.node_id):
+        if run is not None and run.claimed and not still_ours(events, self.node_id):
             self._lose_claim(task_id)
         self._settle_watchers(task_id)
         return info
@@ -481,7 +467,7 @@ class Cluster:
             try:
                 return list(await self._store.read_task(task_id))
             except StoreError as exc:
-                _log_retry("Reading a task failed", "task_read_retried", exc)
+                log_retry("Reading a task failed", "task_read_retried", exc)
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, _RETRY_MAX_S)
 
@@ -489,138 +475,3 @@ class Cluster:
         task = asyncio.create_task(coro)
         self._chores.add(task)
         task.add_done_callback(self._chores.discard)
-
-    # Heartbeat and lease
-
-    async def _heartbeat_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.heartbeat_s)
-            try:
-                await self._beat()
-            except StoreError as exc:
-                self._healthy_since = float("inf")
-                _log_retry("Heartbeat failed", "node_heartbeat_failed", exc)
-
-    async def _beat(self) -> None:
-        host = socket.gethostname()
-        await self._store.query(_BEAT, self.node_id, os.getpid(), host)
-        now_s = time.monotonic()
-        if self._healthy_since == float("inf"):
-            # Back from an outage: the other nodes may be too, so give them
-            # one lease to heartbeat before judging them.
-            self._healthy_since = now_s
-        logger.debug(
-            "Node heartbeat",
-            extra={"action": "node_heartbeat", "node_id": self.node_id},
-        )
-        if now_s - self._healthy_since >= self.lease_s:
-            rows = await self._store.query(_LOST_LEASES, self.node_id, self.lease_s)
-            await self._recover(rows)
-            await self._store.query(_FORGET_NODES, self.node_id, self.lease_s)
-        await self._adopt_strays()
-
-    async def _adopt_strays(self) -> None:
-        # Leases of this node it does not hold, two beats in a row: claims
-        # whose reply was lost while the tail was down. _adopt checks the log.
-        rows = await self._store.query(_OWN_LEASES, self.node_id)
-        strays = {task_id for task_id, _ in rows if task_id not in self._held}
-        for task_id in strays & self._strays:
-            self._spawn(self._adopt(task_id))
-        self._strays = strays
-
-    async def _recover(self, rows: list[Any]) -> None:
-        lost: dict[str, int] = {}
-        for task_id, node_id in rows:
-            if task_id in self._held:
-                continue
-            if await self._requeue(task_id):
-                lost[node_id] = lost.get(node_id, 0) + 1
-        for node_id, count in lost.items():
-            self.counters["recovered"] += count
-            logger.warning(
-                "Tasks of a lost node recovered",
-                extra={
-                    "action": "stale_node_recovered",
-                    "node_id": node_id,
-                    "tasks": count,
-                    "lease_s": self.lease_s,
-                },
-            )
-
-    async def _requeue(self, task_id: str) -> bool:
-        events = await self._read(task_id)
-        started = _last_started(events)
-        if started is None or events[-1].type not in _RUNNING:
-            return False
-        attempt = started.data.get("attempt", 1)
-        if attempt >= self._worker.max_attempts:
-            type_, data = (
-                EventType.FAILED,
-                {
-                    "error": "The worker running this task was lost, and all "
-                    f"{self._worker.max_attempts} attempts are spent.",
-                    "error_type": "WorkerLostError",
-                    "attempt": attempt,
-                },
-            )
-        else:
-            spec = _merged_spec(events)
-            type_, data = (
-                EventType.QUEUED,
-                {
-                    **spec,
-                    "attempt": attempt + 1,
-                    "reason": "worker_lost",
-                },
-            )
-        event = TaskEvent.build(
-            None, task_id, events[-1].version + 1, type_, utcnow(), data
-        )
-        try:
-            positions = await self._store.append([event])
-        except ConcurrencyConflictError:
-            return False  # another node recovered it first, or it moved on
-        logger.warning(
-            "Task of a lost node queued again",
-            extra={
-                "action": "task_requeued"
-                if type_ is EventType.QUEUED
-                else "task_failed",
-                "task_id": task_id,
-                "attempt": data["attempt"],
-                "node_id": started.data.get("node_id"),
-            },
-        )
-        self._deliver([event.with_position(positions[0])])
-        return True
-
-
-def _merged_spec(events: list[TaskEvent]) -> dict[str, Any]:
-    spec: dict[str, Any] = {}
-    for event in events:
-        if event.type is EventType.QUEUED:
-            spec.update(event.data)
-    spec.pop("reason", None)
-    return spec
-
-
-def _last_started(events: list[TaskEvent]) -> TaskEvent | None:
-    for event in reversed(events):
-        if event.type is EventType.STARTED:
-            return event
-        if event.type is EventType.QUEUED:
-            return None
-    return None
-
-
-def _still_ours(events: list[TaskEvent], node_id: str) -> bool:
-    started = _last_started(events)
-    return (
-        started is not None
-        and started.data.get("node_id") == node_id
-        and events[-1].type in _RUNNING
-    )
-
-
-def _log_retry(message: str, action: str, exc: BaseException) -> None:
-    logger.warning(message, extra={"action": action, "error": str(exc)[:250]})
