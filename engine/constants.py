@@ -7,6 +7,8 @@ from __future__ import annotations
 EVENTS_TABLE = "task_events"
 EVENTS_UNIQUE_CONSTRAINT = "task_events_task_id_version_key"
 NOTIFY_CHANNEL = "taskengine_events"
+# Notified (without payload) by an append that made tasks runnable.
+RUNNABLE_CHANNEL = "taskengine_runnable"
 # PostgreSQL-only projections of the log kept for the cluster (engine/cluster.py).
 RUNNABLE_TABLE = "task_runnable"
 LEASES_TABLE = "task_leases"

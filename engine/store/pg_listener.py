@@ -55,6 +55,7 @@ class PgListener:
         self._connection: asyncpg.Connection | None = None
         #: The highest position announced by a notification so far.
         self.notified_position = 0
+        self._signals: dict[str, list[Callable[[int], None]]] = {}
 
     @property
     def connected(self) -> bool:
@@ -96,6 +97,25 @@ class PgListener:
     def unsubscribe(self, event: asyncio.Event) -> None:
         """Stop waking ``event``."""
         self._waiters.discard(event)
+
+    async def on_signal(self, channel: str, callback: Callable[[int], None]) -> None:
+        """Call ``callback`` with the sending server process id for every
+        notification on ``channel``, a second channel this connection
+        listens on from now on (and after every reconnection)."""
+        first = channel not in self._signals
+        self._signals.setdefault(channel, []).append(callback)
+        connection = self._connection
+        if first and connection is not None and not connection.is_closed():
+            # A failure here means the connection is going: the supervisor
+            # listens on every channel when it reconnects.
+            with contextlib.suppress(*_LISTENER_ERRORS):
+                await connection.add_listener(channel, self._on_signal)
+
+    def _on_signal(
+        self, _connection: object, pid: int, channel: str, _payload: object
+    ) -> None:
+        for callback in self._signals.get(channel, ()):
+            callback(pid)
 
     async def wait(self, event: asyncio.Event, timeout_s: float) -> None:
         """Wait for ``event`` or ``timeout_s`` seconds (the fallback poll)."""
@@ -171,6 +191,8 @@ class PgListener:
         connection.add_termination_listener(lambda _c: lost.set())
         try:
             await connection.add_listener(self._channel, self._on_notify)
+            for channel in self._signals:
+                await connection.add_listener(channel, self._on_signal)
         except BaseException:
             connection.terminate()
             raise

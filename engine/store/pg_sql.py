@@ -9,6 +9,7 @@ from engine.constants import (
     EVENTS_TABLE,
     LEASES_TABLE,
     NOTIFY_CHANNEL,
+    RUNNABLE_CHANNEL,
     RUNNABLE_TABLE,
 )
 
@@ -85,7 +86,11 @@ WITH serialised AS MATERIALIZED (
     ))
 )
 SELECT array_agg(position ORDER BY position) AS positions,
-    pg_notify('{NOTIFY_CHANNEL}', max(position)::text) AS notified
+    pg_notify('{NOTIFY_CHANNEL}', max(position)::text) AS notified,
+    (
+        SELECT pg_notify('{RUNNABLE_CHANNEL}', '')
+        WHERE EXISTS (SELECT FROM last WHERE type = 'queued')
+    ) AS runnable
 FROM inserted
 """
 

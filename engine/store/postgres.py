@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from engine.constants import NOTIFY_CHANNEL
+from engine.constants import NOTIFY_CHANNEL, RUNNABLE_CHANNEL
 from engine.events import TaskEvent
 from engine.exceptions import (
     ConcurrencyConflictError,
@@ -168,6 +168,9 @@ class PostgresEventStore(EventStore):
         self._listener: PgListener | None = None
         # Positions written through this object, kept once a tail skips them.
         self._own: OwnPositions | None = None
+        # Server process ids of the pool's connections, to tell our own
+        # notifications from other processes'.
+        self._backend_pids: set[int] = set()
 
     @contextlib.contextmanager
     def _translated(self) -> Iterator[None]:
@@ -193,11 +196,15 @@ class PostgresEventStore(EventStore):
                 max_size=self._max_connections,
                 timeout=self._connect_timeout_s,
                 server_settings={"application_name": self._application_name},
+                init=self._remember_backend,
             )
         logger.info(
             "Event store opened",
             extra={"action": "store_opened", "url": self.url},
         )
+
+    async def _remember_backend(self, connection: asyncpg.Connection) -> None:
+        self._backend_pids.add(connection.get_server_pid())
 
     async def _check_schema(self) -> None:
         from engine.store.migrate import ensure_schema
@@ -405,6 +412,29 @@ class PostgresEventStore(EventStore):
         until the listener's supervisor reconnects.
         """
         await self._start_listener()
+
+    async def on_runnable(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever another process's append commits
+        ``queued`` events that made tasks runnable, as its notification
+        arrives; claimers use it to claim without reading the log first.
+        Appends through this store object are not reported (their writer
+        knows). Call after :meth:`start_listening`.
+
+        Raises:
+            StoreError: the listener is not started.
+        """
+        if self._listener is None:
+            raise StoreError(
+                "The PostgreSQL store is not listening yet; call "
+                "'await store.start_listening()' before on_runnable()."
+            )
+        own = self._backend_pids
+
+        def foreign(pid: int) -> None:
+            if pid not in own:
+                callback()
+
+        await self._listener.on_signal(RUNNABLE_CHANNEL, foreign)
 
     async def _start_listener(self) -> PgListener:
         self._open_pool()

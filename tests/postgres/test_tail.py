@@ -151,3 +151,40 @@ async def test_tail_ends_when_the_store_is_closed(postgres_url: str):
 
     with pytest.raises(StopAsyncIteration):
         await asyncio.wait_for(waiting, 10)
+
+
+async def test_tail_skipping_own_events_yields_only_other_writers(
+    pg_store: PostgresEventStore, postgres_url: str
+):
+    other = PostgresEventStore(postgres_url)
+    await other.open()
+    tail = pg_store.tail(0, poll_interval_s=60, skip_own=True)
+    waiting = asyncio.ensure_future(anext(tail))
+    await pg_store.start_listening()
+    await asyncio.sleep(0.05)  # the tail has started and counts as ours
+
+    await pg_store.append(_events("own", 3))
+    theirs = await other.append(_events("theirs", 2))
+
+    batch = await asyncio.wait_for(waiting, 10)
+    await tail.aclose()
+    await other.close()
+    assert [e.position for e in batch] == theirs
+
+
+async def test_on_runnable_reports_other_stores_queued_appends_only(
+    pg_store: PostgresEventStore, postgres_url: str
+):
+    other = PostgresEventStore(postgres_url)
+    await other.open()
+    await pg_store.start_listening()
+    calls: asyncio.Queue[None] = asyncio.Queue()
+    await pg_store.on_runnable(lambda: calls.put_nowait(None))
+
+    await pg_store.append(_events("own", 2))
+    await other.append(_events("theirs", 2))
+    await asyncio.wait_for(calls.get(), 10)
+    await asyncio.sleep(0.1)
+
+    await other.close()
+    assert calls.empty()
