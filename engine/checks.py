@@ -12,11 +12,27 @@ from engine.exceptions import InvalidTimeoutError, UsageError
 from projections.task_info import TaskStatus
 
 __all__ = [
+    "ADD_TASK_KEYWORDS",
     "check_arguments",
     "check_task_id",
     "check_timeout",
     "statuses",
 ]
+
+
+#: The keywords add_task keeps for itself; a task function's own parameters
+#: cannot use these names through add_task's **kwargs.
+ADD_TASK_KEYWORDS = frozenset(
+    {
+        "priority",
+        "task_id",
+        "metadata",
+        "timeout",
+        "use_cache",
+        "cache_ttl",
+        "cache_key_fn",
+    }
+)
 
 
 def check_timeout(value: Any, name: str) -> float | None:

@@ -16,7 +16,13 @@ from functools import partial
 from types import TracebackType
 from typing import Any
 
-from engine.checks import check_arguments, check_task_id, check_timeout, statuses
+from engine.checks import (
+    ADD_TASK_KEYWORDS,
+    check_arguments,
+    check_task_id,
+    check_timeout,
+    statuses,
+)
 from engine.events import EventType, TaskEvent
 from engine.exceptions import (
     ConcurrencyConflictError,
@@ -43,17 +49,6 @@ TaskSpec = dict[str, Any]
 
 _STATUS_OF = STATUS_AFTER
 _TYPE_NAME = {type_: str(type_.value) for type_ in EventType}
-_ADD_TASK_KEYWORDS = frozenset(
-    {
-        "priority",
-        "task_id",
-        "metadata",
-        "timeout",
-        "use_cache",
-        "cache_ttl",
-        "cache_key_fn",
-    }
-)
 
 
 class AsyncTaskWorker(FuturesMixin):
@@ -443,7 +438,7 @@ class AsyncTaskWorker(FuturesMixin):
             raise UsageError(f"Task spec {index} names no task_func or task_type.")
         args = tuple(spec.pop("args", ()))
         kwargs = dict(spec.pop("kwargs", {}))
-        unknown = set(spec) - _ADD_TASK_KEYWORDS
+        unknown = set(spec) - ADD_TASK_KEYWORDS
         if unknown:
             raise UsageError(
                 f"Task spec {index} has unknown keys {sorted(unknown)!r}; put task "

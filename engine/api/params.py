@@ -13,21 +13,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from engine.api.errors import api_error
+from engine.checks import ADD_TASK_KEYWORDS
 
 __all__ = ["RESERVED_PARAMS", "check_params"]
 
-RESERVED_PARAMS = frozenset(
-    {
-        "priority",
-        "task_id",
-        "metadata",
-        "timeout",
-        "use_cache",
-        "cache_ttl",
-        "cache_key_fn",
-        "progress_callback",
-    }
-)
+RESERVED_PARAMS = ADD_TASK_KEYWORDS | {"progress_callback"}
 _BY_NAME = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 
