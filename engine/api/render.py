@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.events import EventType, TaskEvent, encode_payload
+from engine.messages import event_message
 from projections.task_info import STATUS_AFTER, TaskInfo
 
 __all__ = [
@@ -124,29 +125,10 @@ def log_message(
         info: The task's current state in the projection, if known.
         progress: The task's progress as of this event.
     """
-    type_ = event.type
-    task_type = info.task_type if info is not None else None
-    if task_type is None and type_ is EventType.QUEUED:
-        task_type = event.data.get("task_type")
-    message: dict[str, Any] = {
-        "event_id": f"{event.task_id}:{event.version}",
-        "position": event.position,
-        "task_id": event.task_id,
-        "version": event.version,
-        "type": type_.value,
-        "status": _STATUS_OF[type_],
-        "progress": progress,
-        "at": event.at.isoformat(),
-        "group_id": group_of(event, info),
-        "task_type": task_type,
-    }
-    data = event.data
-    if type_ is EventType.COMPLETED:
-        message["result"] = data.get("result")
-        message["from_cache"] = data.get("from_cache", False)
-    elif "error" in data:
-        message["error"] = data["error"]
-        message["error_type"] = data.get("error_type")
+    message = event_message(event, info, group_of(event, info))
+    if message["task_type"] is None and event.type is EventType.QUEUED:
+        message["task_type"] = event.data.get("task_type")
+    message["progress"] = progress
     return message
 
 
