@@ -5,18 +5,22 @@ append, and rows of a read or a claim back to events. This module may import
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
-from engine.events import EventType, TaskEvent, decode_payload, encode_payload
-from engine.events import plain_json as _plain_json
+from engine.events import (
+    EventType,
+    TaskEvent,
+    decode_payload,
+    encode_payload,
+    is_plain,
+)
 from engine.exceptions import PayloadEncodingError
+from engine.store.base import collector_paused
 
 __all__ = [
     "MAX_TASK_ID_LENGTH",
@@ -32,7 +36,6 @@ MAX_TASK_ID_LENGTH = 512
 
 _TYPES = {member.value: member for member in EventType}
 _TAG_MARK = '"$te"'
-_GC_PAUSE_MIN_ROWS = 1_000
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 # orjson parses about three times faster than json but reads an integer
 # beyond 64 bits as a float; text with such a long run of digits goes to json.
@@ -56,9 +59,18 @@ def event_columns(events: Sequence[TaskEvent]) -> tuple[list[Any], ...]:
         ats.append(fields["at"])
         data = fields["data"]
         # Most payloads are plain JSON already: no copy through the codec.
-        text = _plain_json(data)
+        text = _plain_text(data) if is_plain(data) else None
         datas.append(text if text is not None else _encoded(data))
     return task_ids, versions, types, ats, datas
+
+
+def _plain_text(data: dict[str, Any]) -> str | None:
+    # orjson writes plain data about ten times faster than json; jsonb
+    # stores the same values either way. It refuses integers beyond 64 bits.
+    try:
+        return orjson.dumps(data).decode()
+    except orjson.JSONEncodeError:
+        return None
 
 
 def _encoded(data: dict[str, Any]) -> str:
@@ -128,23 +140,3 @@ def _payload(raw: str) -> Any:
     # key verbatim, so a payload without the mark needs no walk.
     data = json.loads(raw) if _LONG_NUMBER(raw) else orjson.loads(raw)
     return decode_payload(data) if _TAG_MARK in raw else data
-
-
-@contextlib.contextmanager
-def collector_paused(size: int) -> Iterator[None]:
-    """Pause the cyclic collector while a large batch is decoded.
-
-    Decoding a batch allocates a few containers per event and frees none,
-    so the collector runs every 700 allocations and walks the young batch
-    again each time, finding nothing: a batch of events holds no reference
-    cycles. Pausing it for large batches raised replay from about 180,000 to
-    215,000-240,000 events per second (bench_pg_store.py).
-    """
-    if size < _GC_PAUSE_MIN_ROWS or not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
