@@ -5,7 +5,8 @@ start to the last completion, read from each system's own log), and the
 median time from enqueueing a task to its first line. Figures and our ratios
 to the peers are printed, never asserted.
 
-    python bench/bench_pg_worker.py [--tasks N] [--samples N] [--no-peers]
+    python bench/bench_pg_worker.py [--tasks N] [--samples N]
+        [--procrastinate-tasks N] [--no-peers]
 
 Every measurement uses its own database (``te_bench_...``), created and
 dropped here. The server is ``TASKENGINE_BENCH_POSTGRES_URL`` (default
@@ -19,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 import os
 import statistics
 import sys
@@ -370,6 +372,9 @@ FROM procrastinate_events
 def _procrastinate_app(dsn: str, handler: Callable[..., Awaitable[None]]) -> Any:
     from procrastinate import App, PsycopgConnector
 
+    # It warns that its app is made in __main__, which only matters to its
+    # CLI; this script is its own entry point.
+    logging.getLogger("procrastinate").setLevel(logging.ERROR)
     app = App(connector=PsycopgConnector(conninfo=dsn))
     app.task(name="bench_noop")(handler)
     return app
