@@ -14,10 +14,12 @@ import enum
 import importlib
 import json
 import math
+import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict
 
 from engine.exceptions import PayloadEncodingError
@@ -28,6 +30,7 @@ __all__ = [
     "TERMINAL_TYPES",
     "decode_payload",
     "encode_payload",
+    "parse_payload",
     "is_plain",
     "plain_json",
     "utcnow",
@@ -249,6 +252,23 @@ def _encode_other(value: Any, path: _Path) -> Any:
 
 def _class_path(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
+
+
+# orjson parses about three times faster than json but reads an integer
+# beyond 64 bits as a float; text with such a long run of digits goes to json.
+_LONG_NUMBER = re.compile(r"\d{19}").search
+_TAG_MARK = '"$te"'
+
+
+def parse_payload(text: str | bytes) -> Any:
+    """Decode a payload's JSON text (as the stores keep it) back to values.
+
+    A text without the codec's tag key needs no decoding walk.
+    """
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
+    data = json.loads(text) if _LONG_NUMBER(text) else orjson.loads(text)
+    return decode_payload(data) if _TAG_MARK in text else data
 
 
 def decode_payload(data: Any) -> Any:

@@ -6,7 +6,6 @@ append, and rows of a read or a claim back to events. This module may import
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,9 +14,9 @@ import orjson
 from engine.events import (
     EventType,
     TaskEvent,
-    decode_payload,
     encode_payload,
     is_plain,
+    parse_payload,
 )
 from engine.exceptions import PayloadEncodingError
 from engine.store.base import collector_paused
@@ -37,9 +36,6 @@ MAX_TASK_ID_LENGTH = 512
 _TYPES = {member.value: member for member in EventType}
 _TAG_MARK = '"$te"'
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
-# orjson parses about three times faster than json but reads an integer
-# beyond 64 bits as a float; text with such a long run of digits goes to json.
-_LONG_NUMBER = re.compile(r"\d{19}").search
 
 
 def event_columns(events: Sequence[TaskEvent]) -> tuple[list[Any], ...]:
@@ -136,7 +132,5 @@ def claimed_pairs(
 
 
 def _payload(raw: str) -> Any:
-    # The codec wraps a value only under the key "$te", and jsonb prints that
-    # key verbatim, so a payload without the mark needs no walk.
-    data = json.loads(raw) if _LONG_NUMBER(raw) else orjson.loads(raw)
-    return decode_payload(data) if _TAG_MARK in raw else data
+    # jsonb prints the codec's tag key verbatim, as the SQLite store does.
+    return parse_payload(raw)

@@ -23,12 +23,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from engine.constants import EVENTS_TABLE
-from engine.events import EventType, TaskEvent, decode_payload, encode_payload
+from engine.events import EventType, TaskEvent, encode_payload, parse_payload
 from engine.exceptions import (
     ConcurrencyConflictError,
     StoreError,
@@ -116,7 +115,7 @@ def decode_row(row: Sequence[Any]) -> TaskEvent:
         version,
         EventType(type_),
         dt.datetime.fromisoformat(at),
-        decode_payload(orjson.loads(data)),
+        parse_payload(data),
     )
 
 

@@ -125,3 +125,14 @@ async def test_flat_payloads_read_back_as_equal_fresh_dicts(store):
     second = (await store.read_task("a"))[0].data
 
     assert second == payload
+
+
+async def test_integers_beyond_64_bits_and_floats_keep_their_type(store):
+    payload = {"big": 2**70, "negative": -(2**65), "float": 1.5, "small": 7}
+    await store.append([_event("a", 1, **payload)])
+
+    (event,) = await store.read_task("a")
+
+    assert event.data == payload
+    assert type(event.data["big"]) is int
+    assert type(event.data["float"]) is float
