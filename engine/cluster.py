@@ -32,7 +32,7 @@ from engine.cluster_lease import (
 )
 from engine.events import EventType, TaskEvent
 from engine.exceptions import ConcurrencyConflictError, StoreError
-from engine.executor import TaskRun
+from engine.executor import TaskRun, run_from_queued
 from engine.registry import find_task
 from projections.task_info import TaskInfo, apply
 
@@ -325,19 +325,7 @@ class Cluster:
                 },
             )
             return None
-        return TaskRun(
-            task_id=task_id,
-            task_type=task_type,
-            func=func,
-            args=tuple(data.get("args", ())),
-            kwargs=dict(data.get("kwargs", {})),
-            priority=data.get("priority", 0),
-            timeout_s=data.get("timeout"),
-            metadata=data.get("metadata"),
-            use_cache=data.get("use_cache", False),
-            cache_ttl=data.get("cache_ttl"),
-            attempt=attempt,
-        )
+        return run_from_queued(task_id, task_type, func, data, attempt)
 
     # Following the other nodes
 
