@@ -66,7 +66,10 @@ class PgListener:
     @property
     def backend_pid(self) -> int | None:
         """The server process id of the LISTEN connection, when connected."""
-        return self._connection.get_server_pid() if self.connected else None
+        connection = self._connection
+        if connection is None or connection.is_closed():
+            return None
+        return int(connection.get_server_pid())
 
     async def start(self) -> None:
         """Start the supervisor and wait for its first connection attempt.
