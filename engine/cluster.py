@@ -257,7 +257,6 @@ class Cluster:
         self._wake.clear()
 
     def _take(self, pairs: list[tuple[TaskEvent, TaskEvent]]) -> None:
-        published: list[TaskEvent] = []
         for queued, started in pairs:
             info = self._journal.infos.get(started.task_id)
             if info is not None and info.finished:
@@ -265,12 +264,10 @@ class Cluster:
                 # conflict is resolved by cancel_task's retry.
                 continue
             for event in (queued, started):
-                if self._journal.fold_committed(event) is not None:
-                    published.append(event)
+                self._journal.fold_committed(event)
             self._run_claimed(queued, started)
         self.counters["claimed"] += len(pairs)
-        if published:
-            self._worker._published(published)
+        # Published when the tail reads them back, in position order.
 
     def _run_claimed(self, queued: TaskEvent, started: TaskEvent) -> None:
         task_id = started.task_id
@@ -343,24 +340,24 @@ class Cluster:
                 await asyncio.sleep(self.poll_interval_s)
 
     async def _follow_once(self) -> None:
-        # A store this worker opened is written by nobody else in this
-        # process, so what it appended or claimed is already folded here: the
-        # tail leaves those events out. Appends that bypass the journal (the
-        # lease keeper's re-queues) are handed to _deliver by their writer.
+        # Every event, this node's own included, reaches the bus through the
+        # tail, so subscribers see the log in position order (and each task
+        # in version order) whichever node wrote it: own events published at
+        # commit would overtake other nodes' lower positions still in flight.
+        # Own events are already folded; the bus drops an id seen twice.
         async for batch in self._store.tail(
             self._position,
             poll_interval_s=self.poll_interval_s,
-            skip_own=self._worker._owns_store,
+            skip_own=False,
         ):
             self._position = batch[-1].position or self._position
             self._deliver(batch)
 
     def _deliver(self, batch: list[TaskEvent]) -> None:
         fresh = [event for event in batch if self._fold(event)]
-        if fresh:
-            self._worker._published(fresh)
-            for event in fresh:
-                self._react(event)
+        self._worker._published(batch)
+        for event in fresh:
+            self._react(event)
 
     def _fold(self, event: TaskEvent) -> bool:
         try:

@@ -165,7 +165,7 @@ class LeaseKeeper:
             None, task_id, events[-1].version + 1, type_, utcnow(), data
         )
         try:
-            positions = await self._cluster._store.append([event])
+            await self._cluster._store.append([event])
         except ConcurrencyConflictError:
             return False  # another node recovered it first, or it moved on
         logger.warning(
@@ -179,7 +179,7 @@ class LeaseKeeper:
                 "node_id": started.data.get("node_id"),
             },
         )
-        self._cluster._deliver([event.with_position(positions[0])])
+        # The tail folds and publishes it in log order, like every event.
         return True
 
 

@@ -124,7 +124,7 @@ class AsyncTaskWorker(FuturesMixin):
         self._cache = cache_adapter
         self._owns_events = event_manager is None
         self._events = event_manager
-        self._journal = Journal(self._store, self._published)
+        self._journal = Journal(self._store, self._committed_here)
         self._queue = TaskQueue()
         self._executor = TaskExecutor(self)
         self._runs: dict[str, TaskRun] = {}
@@ -708,6 +708,12 @@ class AsyncTaskWorker(FuturesMixin):
                 f"No task with id {task_id!r} exists.", task_id=task_id
             )
         return events
+
+    def _committed_here(self, events: list[TaskEvent]) -> None:
+        # In a cluster the tail publishes every event in log order (see
+        # engine/cluster.py); a single node publishes at commit.
+        if self.cluster is None:
+            self._published(events)
 
     def _published(self, events: list[TaskEvent]) -> None:
         publish = self._publish
