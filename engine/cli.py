@@ -123,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     tail = commands.add_parser("tail", help="print events as they are appended")
     tail.add_argument("--after", type=_position, default=None, help="start after P")
     tail.add_argument("--follow", "-f", action="store_true")
-    tail.add_argument("--poll", type=float, default=0.5, help="poll seconds")
+    tail.add_argument(
+        "--poll", type=_positive_float, default=0.5, help="seconds between polls"
+    )
     _add_database(tail)
 
     report = commands.add_parser("report", help="SQL reports over the log")
@@ -169,6 +171,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number.") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds.")
+    return value
+
+
 def _position(text: str) -> int:
     try:
         value = int(text)
@@ -177,6 +189,13 @@ def _position(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"A log position is never negative: {value}.")
     return value
+
+
+def _is_driver_error(exc: BaseException) -> bool:
+    module = type(exc).__module__.split(".")[0]
+    return module in {"sqlalchemy", "asyncpg", "sqlite3", "alembic"} or isinstance(
+        exc, OverflowError
+    )
 
 
 def _sentence(exc: BaseException) -> str:
@@ -222,17 +241,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TaskEngineError as exc:
         errors.print(f"[red]error:[/red] {exc.message}", markup=True, highlight=False)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`taskengine export | head`): not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (OSError, ImportError, ValueError, NotImplementedError) as exc:
         # Bad paths, modules, URLs and patterns: a sentence, not a traceback.
         errors.print(f"[red]error:[/red] {_sentence(exc)}", highlight=False)
         return 2
+    except Exception as exc:
+        # A driver error that reached us untranslated: still one sentence.
+        if not _is_driver_error(exc):
+            raise
+        errors.print(f"[red]error:[/red] {_sentence(exc)}", highlight=False)
+        return 2
     except KeyboardInterrupt:
         return 130
+    except asyncio.CancelledError:
+        return 143
 
 
 async def _demo(args: argparse.Namespace) -> int:
     from engine.demo import default_directory, run_demo
 
+    _stop_on_sigterm()
     directory = args.directory or default_directory()
     if not directory.is_dir():
         raise NotADirectoryError(f"{str(directory)!r} is not a directory.")
@@ -290,6 +322,15 @@ async def _db(args: argparse.Namespace) -> int:
     state = "up to date" if current == head else f"head is {head}"
     console.print(f"{safe_url(url)}: revision {current} ({state}).")
     return 0 if current == head else 1
+
+
+def _stop_on_sigterm() -> None:
+    # SIGTERM cancels the command like Ctrl-C: the worker's async with block
+    # then stops it the documented way (running tasks get their timeout,
+    # then end CANCELLED; queued ones stay queued).
+    main_task = asyncio.current_task()
+    if main_task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
 
 
 def _freeze_startup_objects() -> None:

@@ -198,6 +198,22 @@ def load_task_modules(modules: Sequence[str], examples: bool) -> None:
             raise SystemExit(2) from exc
 
 
+def _check_store_opens(url: str) -> None:
+    # Open and close the log once before uvicorn starts, so that a log held
+    # by another worker, a missing database or a file that is not a database
+    # is one sentence here rather than a failed application start-up.
+    import asyncio
+
+    from engine.store import make_store
+
+    async def probe() -> None:
+        store = make_store(url)
+        await store.open()
+        await store.close()
+
+    asyncio.run(probe())
+
+
 def _check_port_free(host: str, port: int) -> None:
     # Refuse a busy or impossible address before the worker starts: a worker
     # that starts, resumes tasks and then stops because uvicorn cannot bind
@@ -225,6 +241,7 @@ def serve_main(args: argparse.Namespace) -> int:
 
     load_task_modules(args.imports, examples=not args.no_examples)
     _check_port_free(args.host, args.port)
+    _check_store_opens(database_url(args.database))
     token = api_token(args.token)
     if token is None and args.host not in _LOOPBACK:
         logger.warning(

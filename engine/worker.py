@@ -468,6 +468,11 @@ class AsyncTaskWorker(FuturesMixin):
         task_type, func = resolve_task(task_func)
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise UsageError(f"The priority must be an int, not {priority!r}.")
+        if not -(2**63) <= priority < 2**63:
+            raise UsageError(
+                f"The priority {priority} is out of range; use a 64-bit integer "
+                "(lower runs first)."
+            )
         task_id = self._new_task_id(task_id)
         if metadata is not None and not isinstance(metadata, dict):
             raise UsageError(f"The metadata must be a dict or None, not {metadata!r}.")
@@ -536,6 +541,10 @@ class AsyncTaskWorker(FuturesMixin):
         if rejection is not None:
             self._runs.pop(run.task_id, None)
             self._give_back_room(run)
+            info = self._journal.infos.get(run.task_id)
+            if info is not None and info.version == 1:
+                # The task's only event never reached the log: forget it.
+                self._journal.infos.pop(run.task_id, None)
             if isinstance(rejection, ConcurrencyConflictError):
                 raise DuplicateTaskIdError(
                     f"A task with id {run.task_id!r} already exists in the log; "

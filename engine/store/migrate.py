@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import migrations
-from engine.exceptions import SchemaVersionError
+from engine.exceptions import SchemaVersionError, StoreUnavailableError
 from engine.store.schema import included_in, metadata
 from engine.store.urls import async_url, safe_url
 
@@ -164,6 +164,13 @@ async def _with_connection(url: str, fn: Callable[[Connection], _T]) -> _T:
     try:
         async with engine.connect() as connection:
             return await connection.run_sync(fn)
+    except (sa.exc.DBAPIError, OSError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).rstrip(".")
+        raise StoreUnavailableError(
+            f"The database at {safe_url(url)!r} cannot be migrated: {reason}. "
+            "Check the URL and that it holds a taskengine log (or nothing).",
+            url=safe_url(url),
+        ) from exc
     finally:
         await engine.dispose()
 

@@ -168,3 +168,33 @@ def test_serve_refuses_a_busy_port_before_starting_a_worker(database, capsys):
 
     assert code == 2
     assert f"Cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_db_upgrade_of_a_file_that_is_not_a_database_is_one_sentence(tmp_path, capsys):
+    junk = tmp_path / "junk.db"
+    junk.write_text("not sqlite")
+
+    code = main(["db", "upgrade", "--database", f"sqlite:///{junk}"])
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "cannot be migrated: file is not a database" in err
+    assert "Traceback" not in err and "sqlalche.me" not in err
+
+
+def test_tail_refuses_a_poll_interval_that_is_not_positive(database, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tail", "--follow", "--poll", "0", "--database", database])
+
+    assert exit_info.value.code == 2
+    assert "not a positive number of seconds" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_log_it_cannot_open_before_starting(tmp_path, capsys):
+    junk = tmp_path / "junk.db"
+    junk.write_text("not sqlite")
+
+    code = main(["serve", "--port", "0", "--database", f"sqlite:///{junk}"])
+
+    assert code == 2
+    assert "file is not a database" in capsys.readouterr().err

@@ -377,3 +377,14 @@ async def test_add_tasks_beyond_max_queue_size_is_refused_and_queues_none(
     assert worker.get_all_tasks() == []
     ids = await worker.add_tasks(specs[:2])
     assert await worker.wait_for_tasks(ids, timeout=5) == [42, 42]
+
+
+async def test_priority_beyond_64_bits_is_refused_before_anything_is_queued(
+    make_worker,
+):
+    worker = await make_worker()
+
+    with pytest.raises(UsageError, match="out of range"):
+        await worker.add_task(answer, priority=2**70)
+
+    assert worker.get_all_tasks() == []
