@@ -120,7 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--at", type=_aware_time, help="as of this ISO time")
     _add_database(replay)
 
-    tail = commands.add_parser("tail", help="print events as they are appended")
+    tail = commands.add_parser(
+        "tail",
+        help="print events as they are appended",
+        description=(
+            "Print the log's events, one per line (payloads cut at 120 "
+            "characters). Without --after it starts 20 events before the end; "
+            "--after 0 prints the whole log."
+        ),
+    )
     tail.add_argument("--after", type=_position, default=None, help="start after P")
     tail.add_argument("--follow", "-f", action="store_true")
     tail.add_argument(
