@@ -36,7 +36,13 @@ from engine.cache.errors import (
     SerializationError,
 )
 from engine.cache.flight import Flight, FlightRole, SingleFlight
-from engine.cache.keys import CacheKeyFn, build_context, func_name_of, make_key
+from engine.cache.keys import (
+    CacheKeyFn,
+    build_context,
+    default_key,
+    func_name_of,
+    make_key,
+)
 from engine.cache.memory import MemoryCacheAdapter
 
 __all__ = ["AsyncCache", "CacheStats", "DisabledScope", "FuncRef"]
@@ -178,6 +184,8 @@ class AsyncCache:
                 default key meets an argument with no canonical encoding.
         """
         name, qualified = func_name_of(func_name)
+        if cache_key_fn is None and not self.validate_keys:
+            return default_key(name, qualified, args, kwargs)
         context = build_context(name, args, kwargs, entry_id, metadata)
         context["qualified_name"] = qualified
         return make_key(context, cache_key_fn, validate=self.validate_keys)

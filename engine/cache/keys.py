@@ -82,13 +82,23 @@ def default_key_fn(context: CacheKeyContext) -> str:
         InvalidCacheKeyError: If an argument has no canonical encoding.
     """
     qualified = context.get("qualified_name") or context["func_name"]
-    args, kwargs = context["args"], context["kwargs"]
+    return default_key(
+        context["func_name"], qualified, context["args"], context["kwargs"]
+    )
+
+
+def default_key(
+    func_name: str, qualified: str, args: Any, kwargs: Mapping[str, Any] | None
+) -> str:
+    """:func:`default_key_fn` without building a context (the worker's path)."""
+    args = tuple(args)
+    kwargs = dict(kwargs or {})
     flat = _flat_text(qualified, args, kwargs)
     if flat is not None:
         encoded = flat
     else:
         encoded = canonical_bytes((qualified, args, kwargs))
-    return f"{context['func_name']}:{hashlib.sha256(encoded).hexdigest()}"
+    return f"{func_name}:{hashlib.sha256(encoded).hexdigest()}"
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
