@@ -201,6 +201,7 @@ class Journal:
 
     async def _drain(self) -> None:
         delay_s = self._retry_delay_s
+        after_outage = False
         while self._pending:
             batch, commit = self._take()
             batch, rest = batch[: self._max_batch], batch[self._max_batch :]
@@ -214,23 +215,60 @@ class Journal:
             except StoreUnavailableError as exc:
                 self._requeue(batch, commit)
                 self._log_unavailable(exc)
+                after_outage = True
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, self._max_retry_delay_s)
                 continue
             except StoreError:
-                await self._isolate(batch)
+                if not await self._isolate(batch, after_outage):
+                    self._requeue([], commit)  # a group waits for the store
+                    continue
             else:
                 self._committed(batch, positions)
+            after_outage = False
             delay_s = self._retry_delay_s
             if commit is not None and not commit.done():
                 commit.set_result(None)
 
-    async def _isolate(self, batch: list[TaskEvent]) -> None:
+    async def _isolate(self, batch: list[TaskEvent], after_outage: bool) -> bool:
+        """Append each task's events alone, so one bad task cannot keep the
+        others out; False when a group went back to wait for the store."""
+        settled = True
         for group in _by_task(batch):
             try:
                 self._committed(group, await self.store.append(group))
+            except StoreUnavailableError:
+                self._pending[:0] = group
+                settled = False
+            except ConcurrencyConflictError as exc:
+                positions = await self._written_before(group) if after_outage else None
+                if positions is None:
+                    self._reject(group, exc)
+                else:
+                    self._committed(group, positions)
             except StoreError as exc:
                 self._reject(group, exc)
+        return settled
+
+    async def _written_before(self, group: list[TaskEvent]) -> list[int] | None:
+        # An append whose commit succeeded but whose reply was lost (the
+        # server restarted) conflicts with itself when retried: if the log
+        # holds exactly these events (same versions, types and times), they
+        # are ours and already written.
+        try:
+            stored = {
+                e.version: e for e in await self.store.read_task(group[0].task_id)
+            }
+        except StoreError:
+            return None
+        positions = []
+        for event in group:
+            twin = stored.get(event.version)
+            if twin is None or twin.type is not event.type or twin.at != event.at:
+                return None
+            assert twin.position is not None
+            positions.append(twin.position)
+        return positions
 
     def _reject(self, group: list[TaskEvent], exc: StoreError) -> None:
         task_id = group[0].task_id

@@ -1,0 +1,92 @@
+"""The journal's append loop through a store that fails the way a database
+does: a reply lost after the commit, and an outage mid-batch. Nothing may be
+lost, duplicated or reported as rejected."""
+
+from __future__ import annotations
+
+import logging
+
+from engine import AsyncTaskWorker
+from engine.exceptions import ConcurrencyConflictError, StoreUnavailableError
+from engine.store.memory import MemoryEventStore
+
+
+class RemoteLikeStore(MemoryEventStore):
+    """The memory store, appending only through the awaited path (as the
+    PostgreSQL store does), with scripted failures."""
+
+    append_now = None  # type: ignore[assignment]
+    append_one = None  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lose_reply_of_append = 0
+        self.fail_next = 0
+        self.calls = 0
+
+    async def append(self, events):
+        self.calls += 1
+        if self.fail_next:
+            self.fail_next -= 1
+            raise StoreUnavailableError("The store is restarting.")
+        positions = MemoryEventStore.append_now(self, events)
+        if self.calls == self.lose_reply_of_append:
+            raise StoreUnavailableError("The reply was lost after the commit.")
+        return positions
+
+
+async def answer():
+    return 42
+
+
+async def test_an_append_whose_reply_was_lost_is_not_written_twice(caplog):
+    store = RemoteLikeStore()
+    store.lose_reply_of_append = 2
+    caplog.set_level(logging.INFO, logger="engine.journal")
+
+    async with AsyncTaskWorker(store=store) as worker:
+        task_id = await worker.add_task(answer)
+        result = await worker.get_task_future(task_id)
+        history = await worker.history(task_id)
+
+    assert result == 42
+    assert [e.version for e in history] == [1, 2, 3]
+    assert [e.type.value for e in history] == ["queued", "started", "completed"]
+    assert "append_rejected" not in {
+        r.action for r in caplog.records if hasattr(r, "action")
+    }
+
+
+class ConflictThenOutage(RemoteLikeStore):
+    """Refuses the first multi-task batch as a conflict, then is unavailable
+    for the first task appended alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = False
+        self.step = 0
+
+    async def append(self, events):
+        if self.armed:
+            self.step += 1
+            if self.step == 1 and len({e.task_id for e in events}) > 1:
+                raise ConcurrencyConflictError("Simulated conflict of a batch.")
+            if self.step == 2:
+                raise StoreUnavailableError("The store is restarting.")
+        return await super().append(events)
+
+
+async def test_an_outage_while_isolating_a_batch_loses_no_event():
+    store = ConflictThenOutage()
+
+    async with AsyncTaskWorker(store=store) as worker:
+        await worker.get_task_future(await worker.add_task(answer))
+        store.armed = True
+        ids = await worker.add_tasks([{"task_func": answer} for _ in range(3)])
+        results = await worker.wait_for_tasks(ids, timeout=10)
+        histories = [await worker.history(task_id) for task_id in ids]
+
+    assert store.step >= 2
+    assert results == [42, 42, 42]
+    for history in histories:
+        assert [e.type.value for e in history] == ["queued", "started", "completed"]
