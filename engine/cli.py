@@ -169,34 +169,26 @@ def _add_serve(commands: Any) -> None:
     add_serve_arguments(serve)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number.") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive number.")
-    return value
+def _number(kind: type[int] | type[float], minimum: float, what: str) -> Any:
+    """An argparse type: a ``kind`` number of at least ``minimum`` (exclusive
+    for floats), refused with a sentence naming ``what`` it should be."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}.") from None
+        too_small = value <= minimum if kind is float else value < minimum
+        if too_small or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{text} is not {what}.")
+        return value
+
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number.") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds.")
-    return value
-
-
-def _position(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a log position.") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"A log position is never negative: {value}.")
-    return value
+_positive_int = _number(int, 1, "a positive whole number")
+_positive_float = _number(float, 0.0, "a positive number of seconds")
+_position = _number(int, 0, "a log position (0 or more)")
 
 
 def _is_driver_error(exc: BaseException) -> bool:

@@ -198,3 +198,19 @@ def test_serve_refuses_a_log_it_cannot_open_before_starting(tmp_path, capsys):
 
     assert code == 2
     assert "file is not a database" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["demo", "--limit", "0"], "0 is not a positive whole number"),
+        (["demo", "--workers", "1.5"], "'1.5' is not a positive whole number"),
+        (["replay", "--position", "-5"], "-5 is not a log position"),
+    ],
+)
+def test_bad_numbers_are_refused_with_a_sentence(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
