@@ -80,7 +80,9 @@ async def test_an_outage_while_isolating_a_batch_loses_no_event():
     store = ConflictThenOutage()
 
     async with AsyncTaskWorker(store=store) as worker:
-        await worker.get_task_future(await worker.add_task(answer))
+        first = await worker.add_task(answer)
+        await worker.get_task_future(first)
+        await worker.history(first)  # flushes: the next append is add_tasks'
         store.armed = True
         ids = await worker.add_tasks([{"task_func": answer} for _ in range(3)])
         results = await worker.wait_for_tasks(ids, timeout=10)
