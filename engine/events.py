@@ -8,6 +8,7 @@ This module depends on nothing else of ours except the exceptions, so that
 from __future__ import annotations
 
 import base64
+import copy
 import datetime as dt
 import decimal
 import enum
@@ -96,6 +97,17 @@ class TaskEvent(BaseModel):
         _set_attr(event, "__pydantic_extra__", None)
         _set_attr(event, "__pydantic_private__", None)
         return event
+
+    def model_copy(
+        self, *, update: Mapping[str, Any] | None = None, deep: bool = False
+    ) -> TaskEvent:
+        """A copy, with ``update`` applied (unvalidated, as pydantic's own)."""
+        d = copy.deepcopy(self.__dict__) if deep else self.__dict__.copy()
+        if update:
+            d.update(update)
+        return TaskEvent.build(
+            d["position"], d["task_id"], d["version"], d["type"], d["at"], d["data"]
+        )
 
     def with_position(self, position: int) -> TaskEvent:
         """A copy of this event carrying its log position."""

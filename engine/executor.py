@@ -112,12 +112,24 @@ _accepts_progress: weakref.WeakKeyDictionary[Callable[..., Any], bool] = (
 )
 
 
+# The last function asked about, checked by identity before the mapping.
+_last_asked: tuple[object, bool] = (None, False)
+
+
 def accepts_progress(func: Callable[..., Any]) -> bool:
     """Whether ``func`` takes a ``progress_callback`` argument."""
+    global _last_asked
+    if _last_asked[0] is func:
+        return _last_asked[1]
     try:
-        return _accepts_progress[func]
+        known = _accepts_progress[func]
     except (KeyError, TypeError):
-        pass
+        known = _inspect_progress(func)
+    _last_asked = (func, known)
+    return known
+
+
+def _inspect_progress(func: Callable[..., Any]) -> bool:
     try:
         parameters = inspect.signature(func).parameters
     except (TypeError, ValueError):

@@ -43,10 +43,15 @@ class FuturesMixin:
         future = asyncio.get_running_loop().create_future()
         run = self._runs.get(task_id)
         if run is not None and not run.finished:
-            if run.waiters is None:
-                run.waiters = []
-            run.waiters.append(future)
-            future.add_done_callback(lambda f: _discard(run.waiters, f))
+            waiters = run.waiters
+            if waiters is None:
+                run.waiters = [future]
+            else:
+                if len(waiters) >= 16:
+                    # Futures given up on (a wait_for that timed out) go
+                    # here rather than through a callback on every future.
+                    waiters[:] = [w for w in waiters if not w.done()]
+                waiters.append(future)
             return future
         info = self._journal.infos.get(task_id)
         if info is None:
@@ -115,13 +120,6 @@ def task_failed(
     error = TaskFailedError(message, task_id=task_id, task_error_type=error_type)
     error.__cause__ = cause
     return error
-
-
-def _discard(
-    waiters: list[asyncio.Future[Any]] | None, future: asyncio.Future[Any]
-) -> None:
-    if waiters and future in waiters:
-        waiters.remove(future)
 
 
 def _resolve_from_info(future: asyncio.Future[Any], info: TaskInfo) -> None:

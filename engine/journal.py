@@ -30,6 +30,7 @@ __all__ = ["Journal"]
 logger = logging.getLogger(__name__)
 
 CommitHandler = Callable[[list[TaskEvent]], None]
+OneCommitHandler = Callable[[TaskEvent, TaskInfo], None]
 
 
 class Journal:
@@ -40,6 +41,7 @@ class Journal:
         store: EventStore,
         on_committed: CommitHandler,
         *,
+        on_committed_one: OneCommitHandler | None = None,
         max_batch: int = 1000,
         retry_delay_s: float = 0.05,
         max_retry_delay_s: float = 2.0,
@@ -47,6 +49,10 @@ class Journal:
         self.store = store
         self.infos = TaskInfoIndex()
         self._on_committed = on_committed
+        # An event appended alone, with the task's info after it.
+        self._on_committed_one: OneCommitHandler = on_committed_one or (
+            lambda event, _info: on_committed([event])
+        )
         self._max_batch = max_batch
         self._retry_delay_s = retry_delay_s
         self._max_retry_delay_s = max_retry_delay_s
@@ -72,13 +78,23 @@ class Journal:
 
     def record(self, task_id: str, type_: EventType, data: dict[str, Any]) -> TaskInfo:
         """Make the task's next event, fold it in, and queue its append."""
-        info = self.infos.get(task_id)
+        infos = self.infos
+        info = infos.get(task_id)
         version = info.version + 1 if info is not None else 1
         event = TaskEvent.build(None, task_id, version, type_, utcnow(), data)
         info = apply(info, event)
-        self.infos[task_id] = info
-        if self._append_one is not None and not self._pending:
-            self._append_single(event)
+        infos[task_id] = info
+        append_one = self._append_one
+        if append_one is not None and not self._pending:
+            # The memory store: appended in place, committed at once.
+            try:
+                position = append_one(event)
+            except StoreError as exc:
+                self._reject([event], exc)
+                return info
+            self.appended_events += 1
+            event.__dict__["position"] = position
+            self._on_committed_one(event, info)
             return info
         self._pending.append(event)
         if not self._scheduled:
@@ -145,17 +161,6 @@ class Journal:
             self._write_in_place()
         elif self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._drain())
-
-    def _append_single(self, event: TaskEvent) -> None:
-        assert self._append_one is not None
-        try:
-            position = self._append_one(event)
-        except StoreError as exc:
-            self._reject([event], exc)
-            return
-        self.appended_events += 1
-        _seal(event, position)
-        self._on_committed([event])
 
     def _take(self) -> tuple[list[TaskEvent], asyncio.Future[None] | None]:
         batch, self._pending = self._pending, []

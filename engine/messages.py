@@ -8,7 +8,7 @@ from typing import Any
 from engine.events import EventType, TaskEvent
 from projections.task_info import STATUS_AFTER, TaskInfo
 
-__all__ = ["event_message", "group_of"]
+__all__ = ["event_message", "group_of", "task_message"]
 
 _TYPE_NAME = {type_: str(type_.value) for type_ in EventType}
 
@@ -51,3 +51,8 @@ def event_message(
         message["error"] = data["error"]
         message["error_type"] = data.get("error_type")
     return message
+
+
+def task_message(event: TaskEvent, info: TaskInfo | None) -> dict[str, Any]:
+    """:func:`event_message` with the task's own group id."""
+    return event_message(event, info, group_of(event, info))

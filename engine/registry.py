@@ -60,7 +60,7 @@ def register_task(task_type: str, func: TaskFunction) -> TaskFunction:
         raise UsageError(f"A task type must be a non-empty string, not {task_type!r}.")
     _require_async(task_type, func)
     _registry[task_type] = func
-    _resolved.clear()
+    _forget_resolved()
     try:
         setattr(func, _type_attr, task_type)
     except (AttributeError, TypeError):
@@ -90,8 +90,14 @@ def get_all_task_types() -> list[str]:
 
 def unregister_task(task_type: str) -> bool:
     """Remove ``task_type``; True when it was registered."""
-    _resolved.clear()
+    _forget_resolved()
     return _registry.pop(task_type, None) is not None
+
+
+def _forget_resolved() -> None:
+    global _last_resolved
+    _resolved.clear()
+    _last_resolved = (None, "")
 
 
 def _qualified_name(func: Any) -> str:
@@ -111,6 +117,10 @@ def task_type_of(func: TaskFunction) -> str:
     return name
 
 
+# The last function resolved, checked by identity before the weak mapping.
+_last_resolved: tuple[object, str] = (None, "")
+
+
 def resolve_task(task_func: TaskFunction | str) -> tuple[str, TaskFunction]:
     """``(task_type, function)`` for a function or a task type name.
 
@@ -128,16 +138,20 @@ def resolve_task(task_func: TaskFunction | str) -> tuple[str, TaskFunction]:
                 task_type=task_func,
             )
         return task_func, func
+    global _last_resolved
+    last = _last_resolved
+    if last[0] is task_func:  # the same function as last time, typically
+        return last[1], task_func
     try:
-        return _resolved[task_func], task_func
+        task_type = _resolved[task_func]
     except (KeyError, TypeError):
-        pass
-    _require_async(_qualified_name(task_func), task_func)
-    task_type = task_type_of(task_func)
-    try:
-        _resolved[task_func] = task_type
-    except TypeError:
-        pass  # not weak-referenceable: resolved again next time
+        _require_async(_qualified_name(task_func), task_func)
+        task_type = task_type_of(task_func)
+        try:
+            _resolved[task_func] = task_type
+        except TypeError:
+            pass  # not weak-referenceable: resolved again next time
+    _last_resolved = (task_func, task_type)
     return task_type, task_func
 
 

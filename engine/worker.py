@@ -33,8 +33,9 @@ from engine.exceptions import (
 )
 from engine.executor import TaskExecutor, TaskRun, describe_error
 from engine.futures import FuturesMixin, task_failed
+from engine.ids import new_task_id
 from engine.journal import Journal
-from engine.messages import event_message, group_of
+from engine.messages import group_of, task_message
 from engine.queue import TaskQueue
 from engine.recovery import replay_and_resume
 from engine.registry import resolve_task
@@ -44,6 +45,11 @@ from projections.task_info import STATUS_AFTER, TaskInfo, TaskStatus
 __all__ = ["AsyncTaskWorker", "TaskSpec"]
 
 logger = logging.getLogger(__name__)
+
+# Shared by every task called without keyword arguments (never mutated): a
+# fresh empty dict per queued task would be one more object for the garbage
+# collector to traverse while the task waits.
+_NO_KWARGS: dict[str, Any] = {}
 
 TaskSpec = dict[str, Any]
 
@@ -124,7 +130,9 @@ class AsyncTaskWorker(FuturesMixin):
         self._cache = cache_adapter
         self._owns_events = event_manager is None
         self._events = event_manager
-        self._journal = Journal(self._store, self._committed_here)
+        self._journal = Journal(
+            self._store, self._committed_here, on_committed_one=self._committed_one
+        )
         self._queue = TaskQueue()
         self._executor = TaskExecutor(self)
         self._runs: dict[str, TaskRun] = {}
@@ -134,7 +142,7 @@ class AsyncTaskWorker(FuturesMixin):
         self._stragglers: set[asyncio.Task[Any]] = set()
         self._room: asyncio.Semaphore | None = None
         self._housekeeping: asyncio.Task[None] | None = None
-        self._publish: Callable[[str, str, Callable[[], Any]], Any] | None = None
+        self._publish: Callable[..., Any] | None = None
         #: The node's share of a cluster (PostgreSQL stores only), else None.
         self.cluster: Any = None
         if getattr(self._store, "clustered", False):
@@ -202,10 +210,8 @@ class AsyncTaskWorker(FuturesMixin):
         events = self.events
         if self._owns_events and hasattr(events, "start"):
             await events.start()
-        self._publish = getattr(events, "publish_lazy", None) or (
-            lambda event_id, group_id, make: events.publish_event(
-                event_id, group_id, make()
-            )
+        self._publish = getattr(events, "publish_unique", None) or partial(
+            _publish_plainly, events
         )
         if self.max_queue_size is not None and self.cluster is None:
             self._room = asyncio.Semaphore(self.max_queue_size)
@@ -490,7 +496,7 @@ class AsyncTaskWorker(FuturesMixin):
             task_type=task_type,
             func=func,
             args=args,
-            kwargs=kwargs,
+            kwargs=kwargs or _NO_KWARGS,
             priority=priority,
             timeout_s=timeout_s,
             metadata=metadata,
@@ -501,7 +507,7 @@ class AsyncTaskWorker(FuturesMixin):
 
     def _new_task_id(self, task_id: str | None) -> str:
         if task_id is None:
-            return str(uuid.uuid4())
+            return new_task_id()
         if not isinstance(task_id, str) or not task_id:
             raise UsageError(
                 f"The task_id must be a non-empty string, not {task_id!r}."
@@ -724,25 +730,26 @@ class AsyncTaskWorker(FuturesMixin):
         if self.cluster is None:
             self._published(events)
 
+    def _committed_one(self, event: TaskEvent, info: TaskInfo) -> None:
+        if self.cluster is None:
+            self._publish_one(event, info)
+
     def _published(self, events: list[TaskEvent]) -> None:
+        infos = self._journal.infos
+        for event in events:
+            self._publish_one(event, infos.get(event.task_id))
+
+    def _publish_one(self, event: TaskEvent, info: TaskInfo | None) -> None:
         publish = self._publish
         if publish is None:
             return
-        infos = self._journal.infos
-        for event in events:
-            info = infos.get(event.task_id)
-            group_id = group_of(event, info)
-            try:
-                publish(
-                    f"{event.task_id}:{event.version}",
-                    group_id,
-                    partial(event_message, event, info, group_id),
-                )
-            except Exception:  # noqa: BLE001 - a subscriber never breaks the log
-                logger.exception(
-                    "Publishing an event failed",
-                    extra={"action": "publish_failed", "task_id": event.task_id},
-                )
+        try:
+            publish(group_of, task_message, event, info)
+        except Exception:  # noqa: BLE001 - a subscriber never breaks the log
+            logger.exception(
+                "Publishing an event failed",
+                extra={"action": "publish_failed", "task_id": event.task_id},
+            )
 
     # Cache
 
@@ -796,3 +803,16 @@ class AsyncTaskWorker(FuturesMixin):
         for task_id in stale:
             del infos[task_id]
         return len(stale)
+
+
+def _publish_plainly(
+    events: Any,
+    route: Callable[..., str | None],
+    render: Callable[..., dict[str, Any]],
+    event: TaskEvent,
+    info: TaskInfo | None,
+) -> Any:
+    # An event manager of the user's own with only publish_event.
+    return events.publish_event(
+        f"{event.task_id}:{event.version}", route(event, info), render(event, info)
+    )

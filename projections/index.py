@@ -14,19 +14,35 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from projections.task_info import TaskInfo, build_info
+from projections.task_info import EMPTY_METADATA, TaskInfo, TaskStatus, build_info
 
 __all__ = ["TaskInfoIndex"]
 
 _FIELDS = tuple(TaskInfo.model_fields)
 
 
+_STATUS = _FIELDS.index("status")
+_METADATA = _FIELDS.index("metadata")
+_STATUSES = {status.value: status for status in TaskStatus}
+
+
 def _pack(info: TaskInfo) -> tuple[Any, ...]:
-    return tuple(info.__dict__.values())
+    # The status as its string and empty metadata as None: a tuple of atomic
+    # values only, which the garbage collector stops tracking, so a large
+    # projection does not slow every full collection down.
+    values = list(info.__dict__.values())
+    values[_STATUS] = values[_STATUS].value
+    if not values[_METADATA]:
+        values[_METADATA] = None
+    return tuple(values)
 
 
-def _unpack(values: tuple[Any, ...]) -> TaskInfo:
-    return build_info(dict(zip(_FIELDS, values, strict=True)))
+def _unpack(packed: tuple[Any, ...]) -> TaskInfo:
+    values = dict(zip(_FIELDS, packed, strict=True))
+    values["status"] = _STATUSES[values["status"]]
+    if values["metadata"] is None:
+        values["metadata"] = EMPTY_METADATA
+    return build_info(values)
 
 
 class TaskInfoIndex:

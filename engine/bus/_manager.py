@@ -126,8 +126,9 @@ class EventManager:
         self._clock = clock
 
         recent_limit = int(_positive("max_recent_events", max_recent_events))
-        # Entries hold an event dict, or a _Deferred one (publish_lazy).
-        self._recent: deque[tuple[float, Any]] = deque(maxlen=recent_limit)
+        # Entries are (time, event dict), or (time, render, args) for an
+        # event not built yet (publish_lazy, publish_unique).
+        self._recent: deque[tuple[Any, ...]] = deque(maxlen=recent_limit)
         self._processed: OrderedDict[str, float] = OrderedDict()
 
         # Routing tables are tuples replaced on every change (copy on write),
@@ -270,16 +271,45 @@ class EventManager:
         """Like :meth:`publish_event`, for a publisher whose event dict costs
         something to build: ``make_event`` runs only when a subscriber of the
         event exists, or when :meth:`get_recent_events` reads it later.
-
-        The worker publishes every task event this way, so a process with no
-        subscribers does not pay for messages nobody reads.
         """
         if group_id in self._by_group or self._everyone:
             return self.publish_event(event_id, group_id, make_event())
         now_s = self._clock()
         if self._first_seen(event_id, now_s):
-            self._recent.append((now_s, _Deferred(make_event, group_id)))
+            self._recent.append((now_s, _with_group, (make_event, group_id)))
         return COUNTS[0]
+
+    def publish_unique(
+        self,
+        route: Callable[..., str | None],
+        render: Callable[..., Event],
+        *args: Any,
+    ) -> int:
+        """Publish an event that is unique by construction, such as a task
+        event (one per log position): its id is not remembered for
+        :meth:`is_processed`. ``route(*args)`` gives its group id and runs
+        only when some subscriber exists; ``render(*args)`` builds the event
+        dict, with its group id, only when a subscriber of the event exists
+        or :meth:`get_recent_events` reads it later. The worker publishes
+        every task event this way, so a process with no subscribers pays
+        for no message.
+
+        Returns:
+            The number of subscribers the event was queued for.
+        """
+        everyone = self._everyone
+        if everyone or self._by_group:
+            group = self._by_group.get(route(*args))
+            if group is not None or everyone:
+                now_s = self._clock()
+                event = render(*args)
+                self._recent.append((now_s, event))
+                delivered = self._deliver(everyone, event, now_s) if everyone else 0
+                if group is not None:
+                    delivered += self._deliver(group, event, now_s)
+                return delivered
+        self._recent.append((self._clock(), render, args))
+        return 0
 
     def _first_seen(self, event_id: str, now_s: float) -> bool:
         processed = self._processed
@@ -308,10 +338,10 @@ class EventManager:
         predicate = _as_predicate(filter)
         self._expire(self._clock())
         recent = self._recent
-        for index, (at_s, event) in enumerate(recent):
-            if type(event) is _Deferred:
-                recent[index] = (at_s, event.build())
-        events = (event for _, event in recent)
+        for index, entry in enumerate(recent):
+            if len(entry) == 3:  # deferred: (at, render, args)
+                recent[index] = (entry[0], entry[1](*entry[2]))
+        events = (entry[1] for entry in recent)
         if predicate is None:
             return EventList(events)
         return EventList(event for event in events if predicate(event))
@@ -448,19 +478,10 @@ class EventManager:
                 )
 
 
-class _Deferred:
-    """An event dict not built yet (see :meth:`EventManager.publish_lazy`)."""
-
-    __slots__ = ("make_event", "group_id")
-
-    def __init__(self, make_event: Callable[[], Event], group_id: str | None) -> None:
-        self.make_event = make_event
-        self.group_id = group_id
-
-    def build(self) -> Event:
-        event = self.make_event()
-        event.setdefault("group_id", self.group_id)
-        return event
+def _with_group(make_event: Callable[[], Event], group_id: str | None) -> Event:
+    event = make_event()
+    event.setdefault("group_id", group_id)
+    return event
 
 
 event_manager = EventManager()

@@ -96,11 +96,22 @@ class MemoryEventStore(EventStore):
         """Append a single event in place and return its position."""
         if self._closed:
             raise StoreError("The memory store is closed; no more appends.")
-        positions = self._by_task.get(event.task_id)
-        expected = len(positions) + 1 if positions is not None else 1
-        if event.version != expected:
+        task_id = event.task_id
+        positions = self._by_task.get(task_id)
+        if event.version != (len(positions) + 1 if positions is not None else 1):
             self._check_versions((event,))
-        return self._add(event)
+        # _add, inlined: this runs once per event of every task.
+        task_ids = self._task_ids
+        task_ids.append(task_id)
+        self._versions.append(event.version)
+        self._types.append(_TYPE_CODE[event.type])
+        self._ats.append(event.at)
+        self._datas.append(_compact(event.data))
+        position = len(task_ids)
+        self._by_task[task_id] = (
+            (position,) if positions is None else (*positions, position)
+        )
+        return position
 
     def _add(self, event: TaskEvent) -> int:
         task_id = event.task_id

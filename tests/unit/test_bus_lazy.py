@@ -58,3 +58,55 @@ async def test_publish_lazy_skips_an_event_id_seen_within_the_ttl():
     manager.publish_lazy("e1", "g", _factory(calls, {"event_id": "e1"}))
 
     assert len(manager.get_recent_events()) == 1
+
+
+def _render(calls):
+    def render(name, group):
+        calls.append(name)
+        return {"event_id": name, "group_id": group}
+
+    return render
+
+
+def _route(name, group):
+    return group
+
+
+async def test_publish_unique_renders_nothing_without_subscribers():
+    manager = EventManager()
+    calls = []
+
+    delivered = manager.publish_unique(_route, _render(calls), "e1", "g")
+
+    assert delivered == 0
+    assert calls == []
+    assert [e["event_id"] for e in manager.get_recent_events()] == ["e1"]
+    assert calls == ["e1"]
+
+
+async def test_publish_unique_delivers_to_group_and_everyone_subscribers():
+    manager = EventManager()
+    _, group_queue = manager.subscribe("g")
+    _, all_queue = manager.subscribe()
+    _, other_queue = manager.subscribe("other")
+    calls = []
+
+    delivered = manager.publish_unique(_route, _render(calls), "e1", "g")
+
+    assert delivered == 2
+    assert (await group_queue.get())["event_id"] == "e1"
+    assert (await all_queue.get())["event_id"] == "e1"
+    assert other_queue.empty()
+    assert calls == ["e1"]
+
+
+async def test_publish_unique_skips_rendering_for_subscribers_of_other_groups():
+    manager = EventManager()
+    _, other_queue = manager.subscribe("other")
+    calls = []
+
+    assert manager.publish_unique(_route, _render(calls), "e1", "g") == 0
+
+    assert calls == []
+    assert other_queue.empty()
+    assert not manager.is_processed("e1")  # unique events keep no id

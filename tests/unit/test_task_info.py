@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from engine.events import EventType, TaskEvent
+from engine.events import EventType, TaskEvent, utcnow
 from projections.task_info import TaskInfo, TaskStatus, apply, fold
 
 T0 = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
@@ -243,3 +243,19 @@ def test_task_info_has_readme_fields():
         "attempt",
         "error_type",
     } <= fields
+
+
+def test_model_copy_with_an_update_works_on_folded_infos_and_events():
+    event = TaskEvent.build(
+        None, "c", 1, EventType.QUEUED, utcnow(), {"task_type": "t"}
+    )
+    info = apply(None, event)
+
+    renamed = info.model_copy(update={"task_type": "other"})
+    deep = info.model_copy(deep=True)
+    moved = event.model_copy(update={"position": 7})
+
+    assert renamed.task_type == "other" and info.task_type == "t"
+    assert deep == info and deep.metadata is not info.metadata
+    assert moved.position == 7 and event.position is None
+    assert renamed.model_dump()["task_type"] == "other"

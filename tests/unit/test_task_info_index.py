@@ -72,3 +72,18 @@ def test_delete_pop_and_missing_keys():
     assert len(index) == 0
     assert index.get("a") is None
     assert "a" not in index
+
+
+def test_packed_tasks_without_metadata_are_not_tracked_by_the_collector():
+    import gc
+
+    index = TaskInfoIndex(hot_limit=0)
+    info = _info("plain", EventType.STARTED, EventType.COMPLETED)
+    info = info.model_copy(update={"metadata": {}, "result": 3})
+    index["plain"] = info
+    gc.collect()
+
+    assert not gc.is_tracked(index._packed["plain"])
+    assert index["plain"] == info
+    assert index["plain"].status is TaskStatus.COMPLETED
+    assert index["plain"].metadata == {}

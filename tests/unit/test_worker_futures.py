@@ -219,3 +219,20 @@ async def test_waiting_does_not_keep_futures_of_finished_tasks(make_worker):
     second = await worker.wait_for_tasks(ids)
 
     assert first == second == [0, 2, 4]
+
+
+async def test_futures_given_up_on_a_long_task_do_not_pile_up(make_worker):
+    worker = await make_worker()
+    body, gate, entered = gated()
+    task_id = await worker.add_task(body)
+    await entered.wait()
+
+    for _ in range(100):
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(worker.get_task_future(task_id), 0)
+    waiter = worker.get_task_future(task_id)
+    held = len(worker._runs[task_id].waiters)
+    gate.set()
+
+    assert held <= 16
+    assert await waiter == "released"
