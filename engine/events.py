@@ -121,9 +121,13 @@ _EVENT_FIELDS = frozenset(TaskEvent.model_fields)
 _set_attr = object.__setattr__
 
 
+_now = dt.datetime.now
+_UTC = dt.UTC
+
+
 def utcnow() -> dt.datetime:
     """The current time, timezone-aware in UTC."""
-    return dt.datetime.now(dt.UTC)
+    return _now(_UTC)
 
 
 # The codec.

@@ -130,8 +130,10 @@ class AsyncTaskWorker(FuturesMixin):
         self._cache = cache_adapter
         self._owns_events = event_manager is None
         self._events = event_manager
+        # A store appending single events in place (memory) is never
+        # clustered: its events are published at commit.
         self._journal = Journal(
-            self._store, self._committed_here, on_committed_one=self._committed_one
+            self._store, self._committed_here, on_committed_one=self._publish_one
         )
         self._queue = TaskQueue()
         self._executor = TaskExecutor(self)
@@ -729,10 +731,6 @@ class AsyncTaskWorker(FuturesMixin):
         # engine/cluster.py); a single node publishes at commit.
         if self.cluster is None:
             self._published(events)
-
-    def _committed_one(self, event: TaskEvent, info: TaskInfo) -> None:
-        if self.cluster is None:
-            self._publish_one(event, info)
 
     def _published(self, events: list[TaskEvent]) -> None:
         infos = self._journal.infos

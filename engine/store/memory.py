@@ -1,10 +1,10 @@
 """The memory store: the whole log in this process, gone when it ends.
 
-Events are kept as compact tuples and turned into :class:`TaskEvent` on read,
-so a retained finished task costs a few hundred bytes of log. The tuples hold
-only atomic values (the type as its string, positions as tuples of ints), so
-the garbage collector untracks them: a large in-memory log does not slow every
-full collection down.
+Events are kept by column and turned into :class:`TaskEvent` on read, so a
+retained finished task costs a few hundred bytes of log. Payloads of a few
+keys are kept as tuples of their values; those holding only atomic values
+(the common case) are untracked by the garbage collector, so a large
+in-memory log does not slow every full collection down.
 """
 
 from __future__ import annotations
@@ -20,21 +20,17 @@ from engine.store.base import EventStore
 __all__ = ["MemoryEventStore"]
 
 _TYPES = list(EventType)
-_ATOMIC = frozenset({str, int, float, bool, type(None)})
 # Key tuples shared by every payload of the same shape.
 _SHAPES: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
 def _compact(data: dict[str, Any]) -> Any:
-    """A small flat payload as ``(keys, *values)``: a third of a dict's size,
-    and a tuple of atomic values the garbage collector untracks."""
+    """A small payload as ``(keys, *values)``: a third of a dict's size. The
+    key tuple is shared by every payload of the same shape."""
     if not data:
         return None
     if len(data) > 4 or type(data) is not dict:
         return data
-    for value in data.values():
-        if type(value) not in _ATOMIC:
-            return data
     keys = tuple(data)
     shape = _SHAPES.get(keys)
     if shape is None:
@@ -73,7 +69,10 @@ class MemoryEventStore(EventStore):
         self._types = bytearray()
         self._ats: list[Any] = []
         self._datas: list[Any] = []
-        self._by_task: dict[str, tuple[int, ...]] = {}
+        # Each task's last position; each event links to its task's
+        # previous one (0 for the first), so an append allocates nothing.
+        self._last: dict[str, int] = {}
+        self._previous = array("l")
         self._closed = False
 
     async def open(self) -> None:
@@ -97,20 +96,19 @@ class MemoryEventStore(EventStore):
         if self._closed:
             raise StoreError("The memory store is closed; no more appends.")
         task_id = event.task_id
-        positions = self._by_task.get(task_id)
-        if event.version != (len(positions) + 1 if positions is not None else 1):
+        last = self._last.get(task_id, 0)
+        version = event.version
+        if version != (self._versions[last - 1] + 1 if last else 1):
             self._check_versions((event,))
         # _add, inlined: this runs once per event of every task.
         task_ids = self._task_ids
         task_ids.append(task_id)
-        self._versions.append(event.version)
+        self._versions.append(version)
         self._types.append(_TYPE_CODE[event.type])
         self._ats.append(event.at)
         self._datas.append(_compact(event.data))
-        position = len(task_ids)
-        self._by_task[task_id] = (
-            (position,) if positions is None else (*positions, position)
-        )
+        self._previous.append(last)
+        position = self._last[task_id] = len(task_ids)
         return position
 
     def _add(self, event: TaskEvent) -> int:
@@ -120,8 +118,8 @@ class MemoryEventStore(EventStore):
         self._types.append(_TYPE_CODE[event.type])
         self._ats.append(event.at)
         self._datas.append(_compact(event.data))
-        position = len(self._task_ids)
-        self._by_task[task_id] = self._by_task.get(task_id, ()) + (position,)
+        self._previous.append(self._last.get(task_id, 0))
+        position = self._last[task_id] = len(self._task_ids)
         return position
 
     def _check_versions(self, events: Sequence[TaskEvent]) -> None:
@@ -129,7 +127,8 @@ class MemoryEventStore(EventStore):
         for event in events:
             task_id = event.task_id
             if task_id not in expected:
-                expected[task_id] = len(self._by_task.get(task_id, ())) + 1
+                last = self._last.get(task_id, 0)
+                expected[task_id] = self._versions[last - 1] + 1 if last else 1
             if event.version != expected[task_id]:
                 raise ConcurrencyConflictError(
                     f"Task {task_id!r} cannot take version {event.version}: "
@@ -156,7 +155,12 @@ class MemoryEventStore(EventStore):
         return [self._event(p) for p in range(after + 1, end + 1)]
 
     async def read_task(self, task_id: str) -> list[TaskEvent]:
-        return [self._event(p) for p in self._by_task.get(task_id, ())]
+        positions = []
+        position = self._last.get(task_id, 0)
+        while position:
+            positions.append(position)
+            position = self._previous[position - 1]
+        return [self._event(p) for p in reversed(positions)]
 
     async def last_position(self) -> int:
         return len(self._task_ids)
