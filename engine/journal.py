@@ -67,7 +67,9 @@ class Journal:
         self._commit: asyncio.Future[None] | None = None
         self._scheduled = False
         self._flusher: asyncio.Task[None] | None = None
-        self._rejected: dict[str, BaseException] = {}
+        #: Task id -> the error that kept its events out of the log, until
+        #: taken by take_rejection().
+        self.rejected: dict[str, BaseException] = {}
         #: Called with the task id and the error when a task's events are
         #: rejected (the cluster refolds the task from the log).
         self.on_rejected: Callable[[str, BaseException], None] | None = None
@@ -80,7 +82,7 @@ class Journal:
         """Make the task's next event, fold it in, and queue its append."""
         infos = self.infos
         info = infos.get(task_id)
-        version = info.version + 1 if info is not None else 1
+        version = info.__dict__["version"] + 1 if info is not None else 1
         event = TaskEvent.build(None, task_id, version, type_, utcnow(), data)
         info = apply(info, event)
         infos[task_id] = info
@@ -139,7 +141,7 @@ class Journal:
 
     def take_rejection(self, task_id: str) -> BaseException | None:
         """The error that kept ``task_id``'s events out of the log, if any."""
-        return self._rejected.pop(task_id, None)
+        return self.rejected.pop(task_id, None)
 
     async def flush(self) -> None:
         """Wait until everything recorded so far is in the store."""
@@ -277,7 +279,7 @@ class Journal:
 
     def _reject(self, group: list[TaskEvent], exc: StoreError) -> None:
         task_id = group[0].task_id
-        self._rejected[task_id] = exc
+        self.rejected[task_id] = exc
         if isinstance(exc, ConcurrencyConflictError):
             # Another writer owns these versions: our fold of them is void,
             # and so is every later event of the task still waiting here (it

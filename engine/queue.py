@@ -6,41 +6,59 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import itertools
 from collections import deque
 
 __all__ = ["TaskQueue"]
 
 
 class TaskQueue:
-    """A heap of ``(priority, sequence, task_id)`` that awaiting getters drain."""
+    """One FIFO of task ids per priority, and a heap of the priorities that
+    have any: putting and taking cost O(1) while a single priority is in
+    use (the common case), O(log p) with p distinct priorities waiting."""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[int, int, str]] = []
-        self._sequence = itertools.count()
+        self._fifos: dict[int, deque[str]] = {}
+        self._priorities: list[int] = []
+        self._size = 0
         self._getters: deque[asyncio.Future[None]] = deque()
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return self._size
 
     def put(self, priority: int, task_id: str) -> None:
         """Queue ``task_id``; wakes one waiting getter."""
-        heapq.heappush(self._heap, (priority, next(self._sequence), task_id))
-        self._wake_one()
+        fifo = self._fifos.get(priority)
+        if fifo is None:
+            fifo = self._fifos[priority] = deque()
+            heapq.heappush(self._priorities, priority)
+        fifo.append(task_id)
+        self._size += 1
+        if self._getters:
+            self._wake_one()
 
     async def get(self) -> str:
         """The next task id, waiting while the queue is empty."""
-        while not self._heap:
+        while not self._size:
             getter = asyncio.get_running_loop().create_future()
             self._getters.append(getter)
             try:
                 await getter
             except asyncio.CancelledError:
                 # Pass a wake-up we may have swallowed to the next getter.
-                if getter.done() and not getter.cancelled() and self._heap:
+                if getter.done() and not getter.cancelled() and self._size:
                     self._wake_one()
                 raise
-        return heapq.heappop(self._heap)[2]
+        return self._take()
+
+    def _take(self) -> str:
+        priority = self._priorities[0]
+        fifo = self._fifos[priority]
+        task_id = fifo.popleft()
+        if not fifo:
+            heapq.heappop(self._priorities)
+            del self._fifos[priority]
+        self._size -= 1
+        return task_id
 
     def _wake_one(self) -> None:
         while self._getters:
@@ -51,6 +69,8 @@ class TaskQueue:
 
     def drain(self) -> list[str]:
         """Remove and return every queued id, in run order."""
-        ids = [entry[2] for entry in sorted(self._heap)]
-        self._heap.clear()
+        ids = [task_id for p in sorted(self._fifos) for task_id in self._fifos[p]]
+        self._fifos.clear()
+        self._priorities.clear()
+        self._size = 0
         return ids

@@ -309,7 +309,8 @@ class AsyncTaskWorker(FuturesMixin):
             if run is None or run.finished or run.taken:
                 continue
             run.taken = True
-            self._give_back_room(run)
+            if run.holds_room:
+                self._give_back_room(run)
             self._busy.add(me)
             try:
                 await self._executor.execute(run, me)
@@ -474,19 +475,14 @@ class AsyncTaskWorker(FuturesMixin):
         if not self.running:
             raise WorkerNotStartedError()
         task_type, func = resolve_task(task_func)
-        if isinstance(priority, bool) or not isinstance(priority, int):
-            raise UsageError(f"The priority must be an int, not {priority!r}.")
-        if not -(2**63) <= priority < 2**63:
-            raise UsageError(
-                f"The priority {priority} is out of range; use a 64-bit integer "
-                "(lower runs first)."
-            )
+        if type(priority) is not int or not -(2**63) <= priority < 2**63:
+            _check_priority(priority)
         task_id = self._new_task_id(task_id)
         if metadata is not None and not isinstance(metadata, dict):
             raise UsageError(f"The metadata must be a dict or None, not {metadata!r}.")
-        timeout_s = check_timeout(timeout, "timeout")
-        if timeout_s is None:
-            timeout_s = self.task_timeout
+        timeout_s = (
+            self.task_timeout if timeout is None else check_timeout(timeout, "timeout")
+        )
         if self._store.persistent:
             check_arguments(task_type, args, kwargs, metadata)
         if cache_ttl is not None:
@@ -545,7 +541,8 @@ class AsyncTaskWorker(FuturesMixin):
             self.cluster.on_queued(run)
 
     def _confirm_queued(self, run: TaskRun) -> None:
-        rejection = self._journal.take_rejection(run.task_id)
+        journal = self._journal
+        rejection = journal.take_rejection(run.task_id) if journal.rejected else None
         if rejection is not None:
             self._runs.pop(run.task_id, None)
             self._give_back_room(run)
@@ -801,6 +798,16 @@ class AsyncTaskWorker(FuturesMixin):
         for task_id in stale:
             del infos[task_id]
         return len(stale)
+
+
+def _check_priority(priority: Any) -> None:
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise UsageError(f"The priority must be an int, not {priority!r}.")
+    if not -(2**63) <= priority < 2**63:
+        raise UsageError(
+            f"The priority {priority} is out of range; use a 64-bit integer "
+            "(lower runs first)."
+        )
 
 
 def _publish_plainly(

@@ -14,7 +14,13 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from projections.task_info import EMPTY_METADATA, TaskInfo, TaskStatus, build_info
+from projections.task_info import (
+    EMPTY_METADATA,
+    FINISHED,
+    TaskInfo,
+    TaskStatus,
+    build_info,
+)
 
 __all__ = ["TaskInfoIndex"]
 
@@ -84,19 +90,25 @@ class TaskInfoIndex:
         if self._packed and task_id in self._packed:
             del self._packed[task_id]
         self._hot[task_id] = info
-        if info.finished:
+        if info.__dict__["status"] in FINISHED:
             finished = self._finished
             finished.append(task_id)
             if len(finished) > self.hot_limit:
-                self._pack_oldest(finished.popleft())
+                self._pack_oldest()
 
-    def _pack_oldest(self, task_id: str) -> None:
-        info = self._hot.get(task_id)
-        if info is not None and info.finished:
-            # A task finished twice (a newer attempt) is still in the deque
-            # later; packing it now is harmless, it unpacks equal.
-            del self._hot[task_id]
-            self._packed[task_id] = _pack(info)
+    def _pack_oldest(self) -> None:
+        # An eighth of the hot limit at a time: one call per many tasks.
+        finished, hot, packed = self._finished, self._hot, self._packed
+        for _ in range(max(1, self.hot_limit // 8, len(finished) - self.hot_limit)):
+            if not finished:
+                return
+            task_id = finished.popleft()
+            info = hot.get(task_id)
+            if info is not None and info.__dict__["status"] in FINISHED:
+                # A task finished twice (a newer attempt) is still in the
+                # deque later; packing it now is harmless, it unpacks equal.
+                del hot[task_id]
+                packed[task_id] = _pack(info)
 
     def __delitem__(self, task_id: str) -> None:
         if self._hot.pop(task_id, None) is None:

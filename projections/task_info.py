@@ -103,37 +103,21 @@ def build_info(values: dict[str, Any]) -> TaskInfo:
     return _build(values)
 
 
-def _evolve(info: TaskInfo, **changes: Any) -> TaskInfo:
-    values = info.__dict__.copy()
-    values.update(changes)
-    return _build(values)
-
-
 #: The metadata of every task queued without any (shared; never mutated).
 EMPTY_METADATA: dict[str, Any] = {}
 _EMPTY = EMPTY_METADATA
 
+# Fields are read through ``__dict__``: a pydantic model's attribute access
+# goes through its ``__getattr__`` hook, a visible cost on this hot path.
 
-def _queued(info: TaskInfo | None, event: TaskEvent) -> TaskInfo:
-    data = event.data
-    if info is not None:
-        # A new attempt of a known task: it is pending again.
-        return _evolve(
-            info,
-            status=TaskStatus.PENDING,
-            started_at=None,
-            completed_at=None,
-            error=None,
-            error_type=None,
-            progress=0.0,
-            attempt=data.get("attempt", info.attempt + 1),
-            version=event.version,
-        )
+
+def _first(e: dict[str, Any]) -> TaskInfo:
+    data = e["data"]
     return _build(
         {
-            "id": event.task_id,
+            "id": e["task_id"],
             "status": TaskStatus.PENDING,
-            "created_at": event.at,
+            "created_at": e["at"],
             "started_at": None,
             "completed_at": None,
             "result": None,
@@ -145,68 +129,65 @@ def _queued(info: TaskInfo | None, event: TaskEvent) -> TaskInfo:
             "priority": data.get("priority", 0),
             "attempt": data.get("attempt", 1),
             "error_type": None,
-            "version": event.version,
+            "version": e["version"],
         }
     )
 
 
-# The folds below copy the previous state's values and set the changed ones
-# in place on the copy: the hot path of every worker, so no keyword dicts.
+# Each fold below sets the changed fields on ``values``, a fresh copy of the
+# previous state's values that apply() owns (the inputs are never mutated).
 
 
-def _started(info: TaskInfo, event: TaskEvent) -> TaskInfo:
-    values = info.__dict__.copy()
+def _queued(values: dict[str, Any], e: dict[str, Any]) -> None:
+    # A new attempt of a known task: it is pending again.
+    values["status"] = TaskStatus.PENDING
+    values["started_at"] = None
+    values["completed_at"] = None
+    values["error"] = None
+    values["error_type"] = None
+    values["progress"] = 0.0
+    values["attempt"] = e["data"].get("attempt", values["attempt"] + 1)
+
+
+def _started(values: dict[str, Any], e: dict[str, Any]) -> None:
     values["status"] = TaskStatus.RUNNING
-    values["started_at"] = event.at
-    attempt = event.data.get("attempt")
+    values["started_at"] = e["at"]
+    attempt = e["data"].get("attempt")
     if attempt is not None:
         values["attempt"] = attempt
-    values["version"] = event.version
-    return _build(values)
 
 
-def _progress(info: TaskInfo, event: TaskEvent) -> TaskInfo:
-    values = info.__dict__.copy()
-    values["progress"] = event.data["progress"]
-    values["version"] = event.version
-    return _build(values)
+def _progress(values: dict[str, Any], e: dict[str, Any]) -> None:
+    values["progress"] = e["data"]["progress"]
 
 
-def _completed(info: TaskInfo, event: TaskEvent) -> TaskInfo:
-    data = event.data
-    values = info.__dict__.copy()
+def _completed(values: dict[str, Any], e: dict[str, Any]) -> None:
+    data = e["data"]
     values["status"] = TaskStatus.COMPLETED
-    values["completed_at"] = event.at
+    values["completed_at"] = e["at"]
     values["result"] = data.get("result")
     values["progress"] = 1.0
     values["from_cache"] = data.get("from_cache", False)
-    values["version"] = event.version
-    return _build(values)
 
 
-def _failed(info: TaskInfo, event: TaskEvent) -> TaskInfo:
-    data = event.data
-    values = info.__dict__.copy()
+def _failed(values: dict[str, Any], e: dict[str, Any]) -> None:
+    data = e["data"]
     values["status"] = TaskStatus.FAILED
-    values["completed_at"] = event.at
+    values["completed_at"] = e["at"]
     values["error"] = data.get("error")
     values["error_type"] = data.get("error_type")
-    values["version"] = event.version
-    return _build(values)
 
 
-def _cancelled(info: TaskInfo, event: TaskEvent) -> TaskInfo:
-    data = event.data
-    values = info.__dict__.copy()
+def _cancelled(values: dict[str, Any], e: dict[str, Any]) -> None:
+    data = e["data"]
     values["status"] = TaskStatus.CANCELLED
-    values["completed_at"] = event.at
+    values["completed_at"] = e["at"]
     values["error"] = data.get("error", "cancelled")
     values["error_type"] = data.get("error_type", "CancelledError")
-    values["version"] = event.version
-    return _build(values)
 
 
 _FOLDS = {
+    EventType.QUEUED: _queued,
     EventType.STARTED: _started,
     EventType.PROGRESS: _progress,
     EventType.COMPLETED: _completed,
@@ -225,18 +206,22 @@ def apply(info: TaskInfo | None, event: TaskEvent) -> TaskInfo:
     Raises:
         ValueError: when the first event of a task is not ``queued``.
     """
-    if event.type is EventType.QUEUED:
-        if info is not None and event.version <= info.version:
-            return info
-        return _queued(info, event)
+    e = event.__dict__
     if info is None:
+        if e["type"] is EventType.QUEUED:
+            return _first(e)
         raise ValueError(
-            f"Event {event.type.value!r} of task {event.task_id!r} arrived "
+            f"Event {e['type'].value!r} of task {e['task_id']!r} arrived "
             "before its 'queued' event; the log is missing its first event."
         )
-    if event.version <= info.version:
+    version = e["version"]
+    before = info.__dict__
+    if version <= before["version"]:
         return info
-    return _FOLDS[event.type](info, event)
+    values = before.copy()
+    _FOLDS[e["type"]](values, e)
+    values["version"] = version
+    return _build(values)
 
 
 def fold(events: list[TaskEvent] | tuple[TaskEvent, ...]) -> dict[str, TaskInfo]:

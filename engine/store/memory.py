@@ -95,18 +95,19 @@ class MemoryEventStore(EventStore):
         """Append a single event in place and return its position."""
         if self._closed:
             raise StoreError("The memory store is closed; no more appends.")
-        task_id = event.task_id
+        e = event.__dict__  # fields without the model's attribute hook
+        task_id = e["task_id"]
         last = self._last.get(task_id, 0)
-        version = event.version
+        version = e["version"]
         if version != (self._versions[last - 1] + 1 if last else 1):
             self._check_versions((event,))
         # _add, inlined: this runs once per event of every task.
         task_ids = self._task_ids
         task_ids.append(task_id)
         self._versions.append(version)
-        self._types.append(_TYPE_CODE[event.type])
-        self._ats.append(event.at)
-        self._datas.append(_compact(event.data))
+        self._types.append(_TYPE_CODE[e["type"]])
+        self._ats.append(e["at"])
+        self._datas.append(_compact(e["data"]))
         self._previous.append(last)
         position = self._last[task_id] = len(task_ids)
         return position

@@ -84,3 +84,24 @@ async def test_drain_returns_ids_in_run_order_and_empties_queue():
 
     assert drained == ["d", "b", "a", "c"]
     assert len(queue) == 0
+
+
+async def test_mixed_priorities_come_out_sorted_and_fifo_within_each():
+    import random
+
+    rng = random.Random(7)
+    queue = TaskQueue()
+    entries = [(rng.randrange(-3, 4), f"t{n}") for n in range(500)]
+    taken = []
+    for index, (priority, task_id) in enumerate(entries):
+        queue.put(priority, task_id)
+        if index % 7 == 0:  # takes interleaved with puts
+            taken.append(await queue.get())
+    while len(queue):
+        taken.append(await queue.get())
+
+    assert sorted(taken) == sorted(task_id for _, task_id in entries)
+    rest = taken[len(entries) // 7 + 1 :]
+    priority_of = dict((task_id, p) for p, task_id in entries)
+    keys = [(priority_of[t], int(t[1:])) for t in rest]
+    assert keys == sorted(keys)
