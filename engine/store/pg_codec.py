@@ -5,7 +5,6 @@ append, and rows of a read or a claim back to events. This module may import
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +15,7 @@ from engine.events import (
     TaskEvent,
     encode_payload,
     is_plain,
+    json_text,
     parse_payload,
 )
 from engine.exceptions import PayloadEncodingError
@@ -35,7 +35,7 @@ MAX_TASK_ID_LENGTH = 512
 
 _TYPES = {member.value: member for member in EventType}
 _TAG_MARK = '"$te"'
-_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_dumps = json_text
 
 
 def event_columns(events: Sequence[TaskEvent]) -> tuple[list[Any], ...]:

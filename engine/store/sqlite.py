@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import functools
-import json
 import logging
 import os
 import sqlite3
@@ -27,7 +26,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from engine.constants import EVENTS_TABLE
-from engine.events import EventType, TaskEvent, encode_payload, parse_payload
+from engine.events import (
+    EventType,
+    TaskEvent,
+    encode_payload,
+    json_text,
+    parse_payload,
+)
 from engine.exceptions import (
     ConcurrencyConflictError,
     StoreError,
@@ -68,7 +73,7 @@ def sqlite_path(url: str) -> Path | None:
     return Path(database)
 
 
-_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_dumps = json_text
 
 
 def _flat_json(data: dict[str, Any]) -> str | None:
