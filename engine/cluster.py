@@ -349,6 +349,7 @@ class Cluster:
             self._position,
             poll_interval_s=self.poll_interval_s,
             skip_own=False,
+            reuse_own=True,
         ):
             self._position = batch[-1].position or self._position
             self._deliver(batch)

@@ -106,10 +106,9 @@ class Journal:
 
     def fold_committed(self, event: TaskEvent) -> TaskInfo | None:
         """Fold an event another process wrote (read back from the store)."""
-        info = self.infos.get(event.task_id)
-        if info is not None and event.version <= info.version:
-            return None
-        info = apply(info, event)
+        if event.version <= self.infos.version_of(event.task_id):
+            return None  # folded already (our own, or a redelivery)
+        info = apply(self.infos.get(event.task_id), event)
         self.infos[event.task_id] = info
         return info
 

@@ -29,6 +29,7 @@ _FIELDS = tuple(TaskInfo.model_fields)
 
 _STATUS = _FIELDS.index("status")
 _METADATA = _FIELDS.index("metadata")
+_VERSION = _FIELDS.index("version")
 _STATUSES = {status.value: status for status in TaskStatus}
 
 
@@ -85,6 +86,15 @@ class TaskInfoIndex:
             return info
         packed = self._packed.get(task_id)
         return _unpack(packed) if packed is not None else default
+
+    def version_of(self, task_id: str) -> int:
+        """The task's last folded version, 0 for an unknown task (a packed
+        task is not rebuilt to answer)."""
+        info = self._hot.get(task_id)
+        if info is not None:
+            return int(info.__dict__["version"])
+        packed = self._packed.get(task_id)
+        return int(packed[_VERSION]) if packed is not None else 0
 
     def __setitem__(self, task_id: str, info: TaskInfo) -> None:
         if self._packed and task_id in self._packed:

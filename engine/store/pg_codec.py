@@ -98,12 +98,25 @@ def _check_task_id(value: str) -> None:
     )
 
 
-def events_of_rows(rows: Sequence[Any]) -> list[TaskEvent]:
-    """Events of rows ``(position, task_id, version, type, at, data)``."""
+def events_of_rows(
+    rows: Sequence[Any], held: dict[int, TaskEvent] | None = None
+) -> list[TaskEvent]:
+    """Events of rows ``(position, task_id, version, type, at, data)``.
+
+    ``held`` maps positions to events this process wrote: those are taken
+    from it (their position filled in) instead of decoded.
+    """
     build, types = TaskEvent.build, _TYPES
     events = []
     with collector_paused(len(rows)):
         for position, task_id, version, type_, at, raw in rows:
+            if held:
+                event = held.pop(position, None)
+                if event is not None:
+                    if event.__dict__["position"] is None:
+                        event.__dict__["position"] = position  # not sealed yet
+                    events.append(event)
+                    continue
             data = _payload(raw)
             events.append(build(position, task_id, version, types[type_], at, data))
     return events

@@ -168,6 +168,10 @@ class PostgresEventStore(EventStore):
         self._listener: PgListener | None = None
         # Positions written through this object, kept once a tail skips them.
         self._own: OwnPositions | None = None
+        # Events written through this object, by position, kept for a tail
+        # that yields them too (reuse_own): it hands these objects on
+        # instead of decoding their rows again.
+        self._held: dict[int, TaskEvent] | None = None
         # Server process ids of the pool's connections, to tell our own
         # notifications from other processes'.
         self._backend_pids: set[int] = set()
@@ -262,6 +266,8 @@ class PostgresEventStore(EventStore):
             positions = await pool.fetchval(APPEND, *columns)
         if self._own is not None:
             self._own.add(positions)
+        if self._held is not None:
+            self._held.update(zip(positions, events, strict=True))
         logger.debug(
             "Append batch flushed",
             extra={
@@ -286,7 +292,12 @@ class PostgresEventStore(EventStore):
             rows = await pool.fetch(CLAIM, limit, node_id)
         if self._own is not None and rows:
             self._own.add([row[0] for row in rows])
-        return claimed_pairs(rows, node_id)
+        pairs = claimed_pairs(rows, node_id)
+        if self._held is not None:
+            held = self._held
+            for _, started in pairs:
+                held[started.__dict__["position"]] = started
+        return pairs
 
     async def rebuild_projections(self) -> None:
         """Rebuild the runnable and lease tables from the log."""
@@ -359,6 +370,7 @@ class PostgresEventStore(EventStore):
         poll_interval_s: float = 1.0,
         batch_size: int = 1_000,
         skip_own: bool = False,
+        reuse_own: bool = False,
     ) -> AsyncIterator[list[TaskEvent]]:
         """Yield batches of events after position ``after`` as they commit.
 
@@ -371,9 +383,17 @@ class PostgresEventStore(EventStore):
         With ``skip_own``, events this store object appended or claimed once
         the tail started are left out (their writer already holds them): a
         notification of nothing but such events costs no read.
+
+        With ``reuse_own`` (and not ``skip_own``), events this store object
+        appended or claimed once the tail started are yielded as the very
+        objects that were written (their positions filled in), not decoded
+        from their rows again.
         """
         listener = await self._start_listener()
         own = self._own_positions() if skip_own else None
+        held = None
+        if reuse_own and not skip_own:
+            held = self._held = {} if self._held is None else self._held
         wake = listener.subscribe()
         try:
             while True:
@@ -393,12 +413,16 @@ class PostgresEventStore(EventStore):
                         rows = [row for row in rows if row[0] not in own]
                         own.forget_through(after)
                     if rows:
-                        yield events_of_rows(rows)
+                        yield events_of_rows(rows, held)
+                        if held is not None and held and len(held) > 4 * batch_size:
+                            _forget_through(held, after)
                     if full:
                         continue
                 await listener.wait(wake, poll_interval_s)
         finally:
             listener.unsubscribe(wake)
+            if held is not None:
+                self._held = None
 
     def _own_positions(self) -> OwnPositions:
         if self._own is None:
@@ -469,3 +493,9 @@ class PostgresEventStore(EventStore):
             await asyncio.sleep(delay_s)
             delay_s = min(delay_s * 2, _TAIL_RETRY_MAX_S)
         return None
+
+
+def _forget_through(held: dict[int, TaskEvent], position: int) -> None:
+    # Events a tail read passed without taking (it resumed past them).
+    for stale in [p for p in held if p <= position]:
+        del held[stale]

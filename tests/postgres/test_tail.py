@@ -188,3 +188,29 @@ async def test_on_runnable_reports_other_stores_queued_appends_only(
 
     await other.close()
     assert calls.empty()
+
+
+async def test_tail_reusing_own_events_yields_the_written_objects_in_log_order(
+    pg_store: PostgresEventStore, postgres_url: str
+):
+    other = PostgresEventStore(postgres_url)
+    await other.open()
+    await other.append(_events("before", 1))
+    tail = pg_store.tail(0, poll_interval_s=0.05, reuse_own=True)
+    first = await asyncio.wait_for(anext(tail), 10)  # the tail is running now
+
+    own = _events("own", 3)
+    own_positions = await pg_store.append(own)
+    theirs_positions = await other.append(_events("theirs", 2))
+    seen = []
+    while len(seen) < 5:
+        seen.extend(await asyncio.wait_for(anext(tail), 10))
+    await tail.aclose()
+    await other.close()
+
+    assert [e.task_id for e in first] == ["before0"]
+    assert [e.position for e in seen] == own_positions + theirs_positions
+    assert all(a is b for a, b in zip(seen[:3], own, strict=True))
+    assert [e.position for e in own] == own_positions
+    assert [e.task_id for e in seen[3:]] == ["theirs0", "theirs1"]
+    assert pg_store._held is None  # released with the tail

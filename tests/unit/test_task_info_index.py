@@ -87,3 +87,14 @@ def test_packed_tasks_without_metadata_are_not_tracked_by_the_collector():
     assert index["plain"] == info
     assert index["plain"].status is TaskStatus.COMPLETED
     assert index["plain"].metadata == {}
+
+
+def test_version_of_answers_without_unpacking():
+    index = TaskInfoIndex(hot_limit=0)
+    index["hot"] = _info("hot", EventType.STARTED)
+    index["packed"] = _info("packed", EventType.STARTED, EventType.COMPLETED)
+
+    assert "packed" in index._packed
+    assert index.version_of("hot") == 2
+    assert index.version_of("packed") == 3
+    assert index.version_of("unknown") == 0
