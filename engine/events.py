@@ -102,9 +102,7 @@ class TaskEvent(BaseModel):
         self, *, update: Mapping[str, Any] | None = None, deep: bool = False
     ) -> TaskEvent:
         """A copy, with ``update`` applied (unvalidated, as pydantic's own)."""
-        d = copy.deepcopy(self.__dict__) if deep else self.__dict__.copy()
-        if update:
-            d.update(update)
+        d = copied_fields(self, update, deep)
         return TaskEvent.build(
             d["position"], d["task_id"], d["version"], d["type"], d["at"], d["data"]
         )
@@ -118,6 +116,21 @@ class TaskEvent(BaseModel):
 
 
 _EVENT_FIELDS = frozenset(TaskEvent.model_fields)
+
+
+def copied_fields(
+    model: BaseModel, update: Mapping[str, Any] | None, deep: bool
+) -> dict[str, Any]:
+    """A model's field values for ``model_copy``: copied (deeply when
+    asked), then ``update`` applied. Models built without validation share
+    one frozen ``fields_set``, which pydantic's own ``model_copy`` cannot
+    update."""
+    values = copy.deepcopy(model.__dict__) if deep else model.__dict__.copy()
+    if update:
+        values.update(update)
+    return values
+
+
 _set_attr = object.__setattr__
 
 

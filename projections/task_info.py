@@ -6,7 +6,6 @@ This module imports only :mod:`engine.events` (DESIGN.md's dependency rule).
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import enum
 from collections.abc import Mapping
@@ -14,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.events import EventType, TaskEvent
+from engine.events import EventType, TaskEvent, copied_fields
 
 __all__ = ["STATUS_AFTER", "TaskInfo", "TaskStatus", "apply", "build_info", "fold"]
 
@@ -76,10 +75,7 @@ class TaskInfo(BaseModel):
         self, *, update: Mapping[str, Any] | None = None, deep: bool = False
     ) -> TaskInfo:
         """A copy, with ``update`` applied (unvalidated, as pydantic's own)."""
-        values = copy.deepcopy(self.__dict__) if deep else self.__dict__.copy()
-        if update:
-            values.update(update)
-        return _build(values)
+        return _build(copied_fields(self, update, deep))
 
 
 # Every field counts as set, and all instances share one set object: a fold
