@@ -15,7 +15,10 @@ pytestmark = pytest.mark.redis
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 # Each child elects on the key "job"; a leader counts its computation in
-# Redis and waits for the test's "go" key before publishing its result.
+# Redis and waits for the test's "go" key before publishing its result. A
+# leader meant to be killed ("hang") holds a short lease, so the take-over
+# is quick; otherwise the lease is long enough that a leader stalled by a
+# saturated machine keeps it (a lease only protects against dead leaders).
 CHILD = """
 import asyncio, json, sys
 import redis.asyncio as aioredis
@@ -25,7 +28,7 @@ async def main(url, prefix, hang):
     client = aioredis.Redis.from_url(url)
     cache = AsyncCache(RedisCacheAdapter(client, key_prefix=prefix))
     print("entering", flush=True)
-    async with cache.single_flight("job", lease_s=1.0) as flight:
+    async with cache.single_flight("job", lease_s=1.0 if hang else 10.0) as flight:
         if flight.leader:
             await client.incr(prefix + "computations")
             print("leading", flush=True)
