@@ -359,6 +359,14 @@ class Cluster:
         self._worker._published(batch)
         for event in fresh:
             self._react(event)
+        if self._watchers:
+            # A future taken while another node's task was pending here is
+            # settled by the task's terminal event, whoever wrote it: this
+            # node too, when it claimed and ran the task itself (its own
+            # events are folded already, so they are not fresh).
+            for event in batch:
+                if event.type in _TERMINAL and event.task_id in self._watchers:
+                    self._settle_watchers(event.task_id)
 
     def _fold(self, event: TaskEvent) -> bool:
         try:

@@ -497,7 +497,8 @@ class AsyncTaskWorker(FuturesMixin):
             kwargs=kwargs or _NO_KWARGS,
             priority=priority,
             timeout_s=timeout_s,
-            metadata=metadata,
+            # A copy: the caller changing its dict later changes no task.
+            metadata=dict(metadata) if metadata else None,
             use_cache=self.cache_enabled if use_cache is None else bool(use_cache),
             cache_ttl=cache_ttl,
             cache_key_fn=cache_key_fn,

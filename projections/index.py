@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from projections.task_info import (
-    EMPTY_METADATA,
     FINISHED,
     TaskInfo,
     TaskStatus,
@@ -48,7 +47,7 @@ def _unpack(packed: tuple[Any, ...]) -> TaskInfo:
     values = dict(zip(_FIELDS, packed, strict=True))
     values["status"] = _STATUSES[values["status"]]
     if values["metadata"] is None:
-        values["metadata"] = EMPTY_METADATA
+        values["metadata"] = {}
     return build_info(values)
 
 

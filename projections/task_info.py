@@ -99,10 +99,6 @@ def build_info(values: dict[str, Any]) -> TaskInfo:
     return _build(values)
 
 
-#: The metadata of every task queued without any (shared; never mutated).
-EMPTY_METADATA: dict[str, Any] = {}
-_EMPTY = EMPTY_METADATA
-
 # Fields are read through ``__dict__``: a pydantic model's attribute access
 # goes through its ``__getattr__`` hook, a visible cost on this hot path.
 
@@ -119,7 +115,9 @@ def _first(e: dict[str, Any]) -> TaskInfo:
             "result": None,
             "error": None,
             "progress": 0.0,
-            "metadata": data.get("metadata") or _EMPTY,
+            # Each task its own dict, even an empty one: a caller changing
+            # one task's metadata never changes another's.
+            "metadata": data.get("metadata") or {},
             "from_cache": False,
             "task_type": data.get("task_type"),
             "priority": data.get("priority", 0),

@@ -126,8 +126,7 @@ class EventManager:
         self._clock = clock
 
         recent_limit = int(_positive("max_recent_events", max_recent_events))
-        # Entries are (time, event dict), or (time, render, args) for an
-        # event not built yet (publish_lazy, publish_unique).
+        # Entries: see _UNIQUE below.
         self._recent: deque[tuple[Any, ...]] = deque(maxlen=recent_limit)
         self._processed: OrderedDict[str, float] = OrderedDict()
 
@@ -303,7 +302,7 @@ class EventManager:
             if group is not None or everyone:
                 now_s = self._clock()
                 event = render(*args)
-                self._recent.append((now_s, event))
+                self._recent.append((now_s, event, _UNIQUE))
                 delivered = self._deliver(everyone, event, now_s) if everyone else 0
                 if group is not None:
                     delivered += self._deliver(group, event, now_s)
@@ -339,8 +338,8 @@ class EventManager:
         self._expire(self._clock())
         recent = self._recent
         for index, entry in enumerate(recent):
-            if len(entry) == 3:  # deferred: (at, render, args)
-                recent[index] = (entry[0], entry[1](*entry[2]))
+            if len(entry) == 3 and entry[2] is not _UNIQUE:  # still deferred
+                recent[index] = _built(entry)
         events = (entry[1] for entry in recent)
         if predicate is None:
             return EventList(events)
@@ -349,10 +348,26 @@ class EventManager:
     def is_processed(self, event_id: str) -> bool:
         """Return True if ``event_id`` was published within ``result_ttl``.
 
-        Only the last ``max_processed_ids`` ids are remembered.
+        Ids given to :meth:`publish_event` and :meth:`publish_lazy` are
+        remembered (the last ``max_processed_ids``). Events published with
+        :meth:`publish_unique` (the worker's) keep no id: they count while
+        they are among the recent events, found by their ``event_id`` key.
         """
+        now_s = self._clock()
         seen_at_s = self._processed.get(event_id)
-        return seen_at_s is not None and self._clock() - seen_at_s <= self._ttl_s
+        if seen_at_s is not None and now_s - seen_at_s <= self._ttl_s:
+            return True
+        self._expire(now_s)
+        recent = self._recent
+        for index in range(len(recent) - 1, -1, -1):  # the newest first
+            entry = recent[index]
+            if len(entry) != 3 or entry[1] is _with_group:
+                continue  # not a unique event: its id is remembered or gone
+            if entry[2] is not _UNIQUE:  # deferred: build it once, keep it
+                entry = recent[index] = _built(entry)
+            if entry[1].get("event_id") == event_id:
+                return True
+        return False
 
     def prune(self) -> None:
         """Drop expired entries and remove gone or long-overflowed subscribers.
@@ -482,6 +497,17 @@ def _with_group(make_event: Callable[[], Event], group_id: str | None) -> Event:
     event = make_event()
     event.setdefault("group_id", group_id)
     return event
+
+
+# Recent entries: (time, event dict) as published; (time, render, args) not
+# built yet; (time, event dict, _UNIQUE) built from a publish_unique one.
+_UNIQUE = object()
+
+
+def _built(entry: tuple[Any, ...]) -> tuple[Any, ...]:
+    at_s, render, args = entry
+    event = render(*args)
+    return (at_s, event) if render is _with_group else (at_s, event, _UNIQUE)
 
 
 event_manager = EventManager()

@@ -41,3 +41,39 @@ async def test_a_nodes_bus_sees_every_event_in_position_order(postgres_url):
     assert positions == sorted(positions)
     assert len(set(positions)) == len(positions)
     assert positions == [e.position for e in log][: len(positions)]
+
+
+@task("watched_double")
+async def watched_double(x):
+    return x * 2
+
+
+@task("watched_hold")
+async def watched_hold(release_after):
+    await asyncio.sleep(release_after)
+
+
+async def test_a_future_taken_before_this_node_claims_the_task_resolves(
+    postgres_url,
+):
+    producer = AsyncTaskWorker(max_workers=1, store=postgres_url, node_id="w-p")
+    runner = AsyncTaskWorker(max_workers=1, store=postgres_url, node_id="w-r")
+    await producer.start()
+    await runner.start()
+    try:
+        await producer.cluster.stop_claiming()  # the runner runs everything
+        await producer.add_task("watched_hold", 0.3)  # holds the runner's slot
+        task_id = await producer.add_task("watched_double", 21)
+        for _ in range(500):  # bounded: the runner follows the producer's log
+            if runner.get_task_info(task_id) is not None:
+                break
+            await asyncio.sleep(0.01)
+        watched = runner.get_task_future(task_id)  # still pending there
+
+        result = await asyncio.wait_for(watched, 10)
+    finally:
+        await runner.stop()
+        await producer.stop()
+
+    assert result == 42
+    assert runner.get_task_info(task_id).status == "completed"

@@ -109,4 +109,18 @@ async def test_publish_unique_skips_rendering_for_subscribers_of_other_groups():
 
     assert calls == []
     assert other_queue.empty()
-    assert not manager.is_processed("e1")  # unique events keep no id
+
+
+async def test_unique_events_count_as_processed_while_recent():
+    clock = [0.0]
+    manager = EventManager(result_ttl=10, max_recent_events=2, clock=lambda: clock[0])
+    calls = []
+    manager.publish_unique(_route, _render(calls), "e1", "g")
+    manager.publish_unique(_route, _render(calls), "e2", "g")
+
+    assert manager.is_processed("e1") and manager.is_processed("e2")
+    assert not manager.is_processed("e3")
+    manager.publish_unique(_route, _render(calls), "e3", "g")
+    assert not manager.is_processed("e1")  # no longer among the recent two
+    clock[0] = 11.0
+    assert not manager.is_processed("e3")  # past result_ttl

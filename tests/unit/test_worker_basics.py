@@ -437,3 +437,29 @@ async def test_history_of_unknown_task_raises_key_error(make_worker):
 
     with pytest.raises(KeyError, match="ghost"):
         await worker.history("ghost")
+
+
+async def test_tasks_never_share_a_metadata_dict(make_worker):
+    worker = await make_worker()
+    given = {"group_id": "g"}
+    plain_a = await worker.add_task(echo, 1)
+    plain_b = await worker.add_task(echo, 2)
+    grouped = await worker.add_task(echo, 3, metadata=given)
+
+    worker.get_task_info(plain_a).metadata["group_id"] = "changed"
+    given["group_id"] = "changed by the caller"
+
+    assert worker.get_task_info(plain_b).metadata == {}
+    assert worker.get_task_info(grouped).metadata == {"group_id": "g"}
+    later = await worker.add_task(echo, 4)
+    assert worker.get_task_info(later).metadata == {}
+
+
+async def test_worker_events_count_as_processed_on_its_event_manager(make_worker):
+    worker = await make_worker()
+    task_id = await worker.add_task(double, 2)
+    await worker.get_task_future(task_id)
+
+    assert worker.events.is_processed(f"{task_id}:1")
+    assert worker.events.is_processed(f"{task_id}:3")
+    assert not worker.events.is_processed(f"{task_id}:4")
