@@ -32,9 +32,10 @@ class FuturesMixin:
         """A future for the task's result.
 
         It raises :class:`TaskFailedError` for a failed task (its text is the
-        task's error, ``task_error_type`` the exception's type name, and the
-        task's own exception its ``__cause__`` when this process ran it),
-        the same whether taken before or after the failure, and
+        task's error and ``task_error_type`` the exception's type name,
+        whether taken before or after the failure; the task's own exception
+        is its ``__cause__`` when the future was taken before the failure in
+        the process that ran the task), and
         ``asyncio.CancelledError`` for a cancelled task.
 
         Raises:
