@@ -23,12 +23,9 @@ import sqlalchemy as sa
 
 from engine.events import EventType, TaskEvent, utcnow
 from engine.store.migrate import upgrade_database
-from engine.store.postgres import (
-    _APPEND,
-    COMMIT_ORDER_LOCK_KEY,
-    PostgresEventStore,
-    asyncpg_dsn,
-)
+from engine.store.pg_sql import APPEND as _APPEND
+from engine.store.pg_sql import COMMIT_ORDER_LOCK_KEY
+from engine.store.postgres import PostgresEventStore, asyncpg_dsn
 
 ADMIN_URL = (
     sys.argv[1] if len(sys.argv) > 1 else ("postgresql://root@127.0.0.1:5432/postgres")
