@@ -8,6 +8,7 @@ event to its ``EventManager``.
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime as dt
 import logging
 import uuid
@@ -497,8 +498,7 @@ class AsyncTaskWorker(FuturesMixin):
             kwargs=kwargs or _NO_KWARGS,
             priority=priority,
             timeout_s=timeout_s,
-            # A copy: the caller changing its dict later changes no task.
-            metadata=dict(metadata) if metadata else None,
+            metadata=_own_copy(metadata) if metadata else None,
             use_cache=self.cache_enabled if use_cache is None else bool(use_cache),
             cache_ttl=cache_ttl,
             cache_key_fn=cache_key_fn,
@@ -799,6 +799,16 @@ class AsyncTaskWorker(FuturesMixin):
         for task_id in stale:
             del infos[task_id]
         return len(stale)
+
+
+def _own_copy(metadata: dict[str, Any]) -> dict[str, Any]:
+    # A deep copy, so the caller changing its dict (or a list in it) later
+    # changes no task; values that cannot be copied (a lock, say, which only
+    # the memory store accepts) are kept by reference.
+    try:
+        return copy.deepcopy(metadata)
+    except Exception:  # noqa: BLE001 - any __deepcopy__ may fail
+        return dict(metadata)
 
 
 def _check_priority(priority: Any) -> None:

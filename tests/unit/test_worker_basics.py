@@ -441,16 +441,17 @@ async def test_history_of_unknown_task_raises_key_error(make_worker):
 
 async def test_tasks_never_share_a_metadata_dict(make_worker):
     worker = await make_worker()
-    given = {"group_id": "g"}
+    given = {"group_id": "g", "tags": ["a"]}
     plain_a = await worker.add_task(echo, 1)
     plain_b = await worker.add_task(echo, 2)
     grouped = await worker.add_task(echo, 3, metadata=given)
 
     worker.get_task_info(plain_a).metadata["group_id"] = "changed"
     given["group_id"] = "changed by the caller"
+    given["tags"].append("b")
 
     assert worker.get_task_info(plain_b).metadata == {}
-    assert worker.get_task_info(grouped).metadata == {"group_id": "g"}
+    assert worker.get_task_info(grouped).metadata == {"group_id": "g", "tags": ["a"]}
     later = await worker.add_task(echo, 4)
     assert worker.get_task_info(later).metadata == {}
 
@@ -463,3 +464,14 @@ async def test_worker_events_count_as_processed_on_its_event_manager(make_worker
     assert worker.events.is_processed(f"{task_id}:1")
     assert worker.events.is_processed(f"{task_id}:3")
     assert not worker.events.is_processed(f"{task_id}:4")
+
+
+async def test_metadata_that_cannot_be_copied_is_kept_by_reference():
+    import threading
+
+    async with AsyncTaskWorker() as worker:
+        lock = threading.Lock()
+        task_id = await worker.add_task(double, 1, metadata={"lock": lock})
+        await worker.get_task_future(task_id)
+
+        assert worker.get_task_info(task_id).metadata["lock"] is lock
