@@ -14,10 +14,11 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from engine.events import EventType, TaskEvent
+from engine.events import EventType
 from engine.executor import run_from_queued
 from engine.registry import find_task
 from engine.store.base import collector_paused
+from projections.index import IndexLoader
 from projections.task_info import TaskInfo, TaskStatus
 
 if TYPE_CHECKING:
@@ -35,13 +36,17 @@ async def replay_and_resume(worker: AsyncTaskWorker) -> dict[str, int]:
     journal = worker._journal
     unfinished: dict[str, dict[str, Any]] = {}
     events = position = 0
-    async for batch in worker.store.iter_batches():
+    # Each event as a dict of its fields, folded in place into one dict per
+    # unfinished task: no TaskEvent or TaskInfo per event of the log.
+    loader = IndexLoader(journal.infos)
+    async for batch in worker.store.iter_fields():
         events += len(batch)
-        position = batch[-1].position or position
+        position = batch[-1]["position"] or position
         with collector_paused(len(batch)):
-            for event in batch:
-                _track(unfinished, event)
-                journal.fold_committed(event)
+            for e in batch:
+                _track(unfinished, e)
+                loader.feed(e)
+    loader.finish()
     counts = {"events": events, "tasks": len(journal.infos), "requeued": 0}
     counts.update(retried=0, failed=0, position=position)
     if worker.cluster is not None:
@@ -63,16 +68,21 @@ async def replay_and_resume(worker: AsyncTaskWorker) -> dict[str, int]:
     return counts
 
 
-def _track(unfinished: dict[str, dict[str, Any]], event: TaskEvent) -> None:
-    if event.type is EventType.QUEUED:
-        previous = unfinished.get(event.task_id)
-        data = dict(event.data)
-        if previous is not None:
-            # A new attempt's queued event may carry only what changed.
-            data = {**previous, **data}
-        unfinished[event.task_id] = data
-    elif event.type in (EventType.COMPLETED, EventType.FAILED, EventType.CANCELLED):
-        unfinished.pop(event.task_id, None)
+_ENDS = frozenset({EventType.COMPLETED, EventType.FAILED, EventType.CANCELLED})
+
+
+def _track(unfinished: dict[str, dict[str, Any]], e: dict[str, Any]) -> None:
+    type_ = e["type"]
+    if type_ is EventType.QUEUED:
+        task_id = e["task_id"]
+        previous = unfinished.get(task_id)
+        # A new attempt's queued event may carry only what changed. The
+        # payload is not copied: replayed events are not shown to anyone.
+        unfinished[task_id] = (
+            e["data"] if previous is None else {**previous, **e["data"]}
+        )
+    elif type_ in _ENDS:
+        unfinished.pop(e["task_id"], None)
 
 
 def _resume(worker: AsyncTaskWorker, info: TaskInfo, queued: dict[str, Any]) -> str:

@@ -19,9 +19,10 @@ from projections.task_info import (
     TaskInfo,
     TaskStatus,
     build_info,
+    fold_values,
 )
 
-__all__ = ["TaskInfoIndex"]
+__all__ = ["IndexLoader", "TaskInfoIndex"]
 
 _FIELDS = tuple(TaskInfo.model_fields)
 
@@ -32,23 +33,28 @@ _VERSION = _FIELDS.index("version")
 _STATUSES = {status.value: status for status in TaskStatus}
 
 
-def _pack(info: TaskInfo) -> tuple[Any, ...]:
-    # The status as its string and empty metadata as None: a tuple of atomic
-    # values only, which the garbage collector stops tracking, so a large
-    # projection does not slow every full collection down.
-    values = list(info.__dict__.values())
-    values[_STATUS] = values[_STATUS].value
-    if not values[_METADATA]:
-        values[_METADATA] = None
-    return tuple(values)
+def _pack(values: dict[str, Any]) -> tuple[Any, ...]:
+    # A task's field values (in field order) with the status as its string
+    # and empty metadata as None: a tuple of atomic values only, which the
+    # garbage collector stops tracking, so a large projection does not slow
+    # every full collection down.
+    packed = list(values.values())
+    packed[_STATUS] = packed[_STATUS].value
+    if not packed[_METADATA]:
+        packed[_METADATA] = None
+    return tuple(packed)
 
 
-def _unpack(packed: tuple[Any, ...]) -> TaskInfo:
+def _unpacked_values(packed: tuple[Any, ...]) -> dict[str, Any]:
     values = dict(zip(_FIELDS, packed, strict=True))
     values["status"] = _STATUSES[values["status"]]
     if values["metadata"] is None:
         values["metadata"] = {}
-    return build_info(values)
+    return values
+
+
+def _unpack(packed: tuple[Any, ...]) -> TaskInfo:
+    return build_info(_unpacked_values(packed))
 
 
 class TaskInfoIndex:
@@ -86,6 +92,14 @@ class TaskInfoIndex:
         packed = self._packed.get(task_id)
         return _unpack(packed) if packed is not None else default
 
+    def _take_values(self, task_id: str) -> dict[str, Any] | None:
+        # A task's field values for IndexLoader, removed from the index.
+        info = self._hot.pop(task_id, None)
+        if info is not None:
+            return info.__dict__.copy()
+        packed = self._packed.pop(task_id, None)
+        return _unpacked_values(packed) if packed is not None else None
+
     def version_of(self, task_id: str) -> int:
         """The task's last folded version, 0 for an unknown task (a packed
         task is not rebuilt to answer)."""
@@ -117,7 +131,7 @@ class TaskInfoIndex:
                 # A task finished twice (a newer attempt) is still in the
                 # deque later; packing it now is harmless, it unpacks equal.
                 del hot[task_id]
-                packed[task_id] = _pack(info)
+                packed[task_id] = _pack(info.__dict__)
 
     def __delitem__(self, task_id: str) -> None:
         if self._hot.pop(task_id, None) is None:
@@ -141,3 +155,39 @@ class TaskInfoIndex:
         yield from list(self._hot.items())
         for task_id, values in list(self._packed.items()):
             yield task_id, _unpack(values)
+
+
+class IndexLoader:
+    """Folds a replayed log straight into a :class:`TaskInfoIndex`.
+
+    Each task's fields live in one private dict while the task is
+    unfinished, changed in place by :func:`fold_values` (no ``TaskEvent`` or
+    ``TaskInfo`` per event); a task that finishes is packed at once, so a
+    long log costs the memory of its unfinished tasks while it is read.
+    Nobody may read the index until :meth:`finish`.
+    """
+
+    def __init__(self, index: TaskInfoIndex) -> None:
+        self._index = index
+        self._active: dict[str, dict[str, Any]] = {}
+
+    def feed(self, e: dict[str, Any]) -> None:
+        """Fold one event's fields (``TaskEvent.__dict__``'s keys)."""
+        task_id = e["task_id"]
+        active = self._active
+        values = active.get(task_id)
+        if values is None:
+            values = self._index._take_values(task_id)
+        values = fold_values(values, e)
+        if values["status"] in FINISHED:
+            active.pop(task_id, None)
+            self._index._packed[task_id] = _pack(values)
+        else:
+            active[task_id] = values
+
+    def finish(self) -> None:
+        """Put the unfinished tasks in the index as ``TaskInfo`` objects."""
+        index = self._index
+        for task_id, values in self._active.items():
+            index[task_id] = build_info(values)
+        self._active = {}

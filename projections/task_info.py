@@ -15,7 +15,15 @@ from pydantic import BaseModel, ConfigDict
 
 from engine.events import EventType, TaskEvent, copied_fields
 
-__all__ = ["STATUS_AFTER", "TaskInfo", "TaskStatus", "apply", "build_info", "fold"]
+__all__ = [
+    "STATUS_AFTER",
+    "TaskInfo",
+    "TaskStatus",
+    "apply",
+    "build_info",
+    "fold",
+    "fold_values",
+]
 
 
 class TaskStatus(enum.StrEnum):
@@ -104,28 +112,58 @@ def build_info(values: dict[str, Any]) -> TaskInfo:
 
 
 def _first(e: dict[str, Any]) -> TaskInfo:
+    return _build(_first_values(e))
+
+
+def _first_values(e: dict[str, Any]) -> dict[str, Any]:
     data = e["data"]
-    return _build(
-        {
-            "id": e["task_id"],
-            "status": TaskStatus.PENDING,
-            "created_at": e["at"],
-            "started_at": None,
-            "completed_at": None,
-            "result": None,
-            "error": None,
-            "progress": 0.0,
-            # Each task its own dict, even an empty one: a caller changing
-            # one task's metadata never changes another's.
-            "metadata": data.get("metadata") or {},
-            "from_cache": False,
-            "task_type": data.get("task_type"),
-            "priority": data.get("priority", 0),
-            "attempt": data.get("attempt", 1),
-            "error_type": None,
-            "version": e["version"],
-        }
-    )
+    return {
+        "id": e["task_id"],
+        "status": TaskStatus.PENDING,
+        "created_at": e["at"],
+        "started_at": None,
+        "completed_at": None,
+        "result": None,
+        "error": None,
+        "progress": 0.0,
+        # Each task its own dict, even an empty one: a caller changing
+        # one task's metadata never changes another's.
+        "metadata": data.get("metadata") or {},
+        "from_cache": False,
+        "task_type": data.get("task_type"),
+        "priority": data.get("priority", 0),
+        "attempt": data.get("attempt", 1),
+        "error_type": None,
+        "version": e["version"],
+    }
+
+
+def fold_values(values: dict[str, Any] | None, e: dict[str, Any]) -> dict[str, Any]:
+    """:func:`apply` for a replay, on one task's field values in place.
+
+    ``e`` holds an event's fields (``task_id, version, type, at, data``, as
+    ``TaskEvent.__dict__`` does); ``values`` is a dict of the task's fields
+    that the caller owns and shows nobody until the replay ends (None before
+    the task's first event). It is changed in place and returned: no
+    ``TaskEvent`` or ``TaskInfo`` is built per event. The same folds and
+    version rule as :func:`apply`; ``build_info(values)`` gives the task's
+    ``TaskInfo``.
+
+    Raises:
+        ValueError: when the first event of a task is not ``queued``.
+    """
+    if values is None:
+        if e["type"] is EventType.QUEUED:
+            return _first_values(e)
+        raise ValueError(
+            f"Event {e['type'].value!r} of task {e['task_id']!r} arrived "
+            "before its 'queued' event; the log is missing its first event."
+        )
+    version = e["version"]
+    if version > values["version"]:
+        _FOLDS[e["type"]](values, e)
+        values["version"] = version
+    return values
 
 
 # Each fold below sets the changed fields on ``values``, a fresh copy of the

@@ -10,6 +10,7 @@ import abc
 import contextlib
 import gc
 from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
 
 from engine.events import TaskEvent
 
@@ -82,6 +83,15 @@ class EventStore(abc.ABC):
     @abc.abstractmethod
     async def last_position(self) -> int:
         """The highest position written so far (0 for an empty log)."""
+
+    async def iter_fields(
+        self, after: int = 0, batch_size: int = 10_000
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Like :meth:`iter_batches`, each event as a dict of its fields
+        (``TaskEvent.__dict__``'s keys): what a replay folds. A store may
+        build these dicts without building events."""
+        async for batch in self.iter_batches(after, batch_size):
+            yield [event.__dict__ for event in batch]
 
     async def iter_batches(
         self, after: int = 0, batch_size: int = 10_000

@@ -26,6 +26,7 @@ __all__ = [
     "claimed_pairs",
     "event_columns",
     "events_of_rows",
+    "fields_of_rows",
 ]
 
 #: Longest task id the PostgreSQL log accepts. The unique index on
@@ -117,9 +118,28 @@ def events_of_rows(
                         event.__dict__["position"] = position  # not sealed yet
                     events.append(event)
                     continue
-            data = _payload(raw)
+            data = parse_payload(raw)
             events.append(build(position, task_id, version, types[type_], at, data))
     return events
+
+
+def fields_of_rows(rows: Sequence[Any]) -> list[dict[str, Any]]:
+    """Each row as a dict of the event's fields (``TaskEvent.__dict__``'s
+    keys), without building the event. (jsonb prints the codec's tag key
+    verbatim, as the SQLite store does, so payloads parse the same way.)"""
+    types = _TYPES
+    with collector_paused(len(rows)):
+        return [
+            {
+                "position": position,
+                "task_id": task_id,
+                "version": version,
+                "type": types[type_],
+                "at": at,
+                "data": parse_payload(raw),
+            }
+            for position, task_id, version, type_, at, raw in rows
+        ]
 
 
 def claimed_pairs(
@@ -137,13 +157,8 @@ def claimed_pairs(
         data = {"attempt": attempt, "node_id": node_id}
         pairs.append(
             (
-                build(q_position, task_id, q_version, queued, q_at, _payload(raw)),
+                build(q_position, task_id, q_version, queued, q_at, parse_payload(raw)),
                 build(position, task_id, version, started, at, data),
             )
         )
     return pairs
-
-
-def _payload(raw: str) -> Any:
-    # jsonb prints the codec's tag key verbatim, as the SQLite store does.
-    return parse_payload(raw)

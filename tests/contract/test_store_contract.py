@@ -136,3 +136,16 @@ async def test_integers_beyond_64_bits_and_floats_keep_their_type(store):
     assert event.data == payload
     assert type(event.data["big"]) is int
     assert type(event.data["float"]) is float
+
+
+async def test_iter_fields_gives_every_event_as_its_fields_in_batches(store):
+    await store.append([_event(f"f{i}", 1, payload=[i, "x"]) for i in range(7)])
+    await store.append([_event("f0", 2, EventType.STARTED, attempt=1)])
+    expected = await store.read()
+
+    batches = [batch async for batch in store.iter_fields(0, batch_size=3)]
+    fields = [e for batch in batches for e in batch]
+
+    assert [len(batch) for batch in batches] == [3, 3, 2]
+    assert fields == [event.__dict__ for event in expected]
+    assert fields[-1]["type"] is EventType.STARTED

@@ -98,3 +98,81 @@ def test_version_of_answers_without_unpacking():
     assert index.version_of("hot") == 2
     assert index.version_of("packed") == 3
     assert index.version_of("unknown") == 0
+
+
+def _random_log(seed: int, tasks: int = 60) -> list[TaskEvent]:
+    import random
+
+    rng = random.Random(seed)
+    versions = {f"r{n}": 0 for n in range(tasks)}
+    plans = {
+        task_id: rng.choice(
+            [
+                [EventType.QUEUED],
+                [EventType.QUEUED, EventType.STARTED],
+                [EventType.QUEUED, EventType.STARTED, EventType.PROGRESS],
+                [EventType.QUEUED, EventType.STARTED, EventType.COMPLETED],
+                [EventType.QUEUED, EventType.CANCELLED],
+                [EventType.QUEUED, EventType.STARTED, EventType.FAILED,
+                 EventType.QUEUED, EventType.STARTED, EventType.COMPLETED],
+            ]
+        )
+        for task_id in versions
+    }  # fmt: skip
+    payloads = {
+        EventType.QUEUED: {"task_type": "t", "metadata": {"group_id": "g"}},
+        EventType.STARTED: {"attempt": 1},
+        EventType.PROGRESS: {"progress": 0.5},
+        EventType.COMPLETED: {"result": [1, {"a": 2}]},
+        EventType.FAILED: {"error": "boom", "error_type": "ValueError"},
+        EventType.CANCELLED: {"error": "cancelled"},
+    }
+    log: list[TaskEvent] = []
+    while any(plans.values()):
+        task_id = rng.choice([t for t, plan in plans.items() if plan])
+        type_ = plans[task_id].pop(0)
+        versions[task_id] += 1
+        event = TaskEvent.build(
+            len(log) + 1, task_id, versions[task_id], type_, utcnow(), payloads[type_]
+        )
+        log.append(event)
+        if rng.random() < 0.1:
+            log.append(event)  # redelivered: folded once
+    return log
+
+
+def test_a_replay_through_the_loader_equals_folding_with_apply():
+    from projections.index import IndexLoader
+
+    for seed in range(5):
+        log = _random_log(seed)
+        by_apply = TaskInfoIndex(hot_limit=8)
+        for event in log:
+            by_apply[event.task_id] = apply(by_apply.get(event.task_id), event)
+        loaded = TaskInfoIndex(hot_limit=8)
+        loader = IndexLoader(loaded)
+        for event in log:
+            loader.feed(event.__dict__)
+        loader.finish()
+
+        assert dict(loaded.items()) == dict(by_apply.items())
+
+
+def test_the_loader_continues_tasks_already_in_the_index():
+    from projections.index import IndexLoader
+
+    log = _random_log(11)
+    half = len(log) // 2
+    expected = TaskInfoIndex(hot_limit=4)
+    for event in log:
+        expected[event.task_id] = apply(expected.get(event.task_id), event)
+    index = TaskInfoIndex(hot_limit=4)
+    for event in log[:half]:  # some hot, some packed already
+        index[event.task_id] = apply(index.get(event.task_id), event)
+    loader = IndexLoader(index)
+    for event in log:  # the whole log again: the first half is not refolded
+        loader.feed(event.__dict__)
+    loader.finish()
+
+    assert index._packed
+    assert dict(index.items()) == dict(expected.items())
