@@ -138,6 +138,13 @@ def _first_values(e: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _missing_first(e: dict[str, Any]) -> ValueError:
+    return ValueError(
+        f"Event {e['type'].value!r} of task {e['task_id']!r} arrived "
+        "before its 'queued' event; the log is missing its first event."
+    )
+
+
 def fold_values(values: dict[str, Any] | None, e: dict[str, Any]) -> dict[str, Any]:
     """:func:`apply` for a replay, on one task's field values in place.
 
@@ -155,10 +162,7 @@ def fold_values(values: dict[str, Any] | None, e: dict[str, Any]) -> dict[str, A
     if values is None:
         if e["type"] is EventType.QUEUED:
             return _first_values(e)
-        raise ValueError(
-            f"Event {e['type'].value!r} of task {e['task_id']!r} arrived "
-            "before its 'queued' event; the log is missing its first event."
-        )
+        raise _missing_first(e)
     version = e["version"]
     if version > values["version"]:
         _FOLDS[e["type"]](values, e)
@@ -242,10 +246,7 @@ def apply(info: TaskInfo | None, event: TaskEvent) -> TaskInfo:
     if info is None:
         if e["type"] is EventType.QUEUED:
             return _first(e)
-        raise ValueError(
-            f"Event {e['type'].value!r} of task {e['task_id']!r} arrived "
-            "before its 'queued' event; the log is missing its first event."
-        )
+        raise _missing_first(e)
     version = e["version"]
     before = info.__dict__
     if version <= before["version"]:
