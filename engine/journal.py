@@ -11,11 +11,12 @@ their positions, go to ``on_committed`` (the worker publishes them).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from engine.events import EventType, TaskEvent, utcnow
+from engine.events import EventType, TaskEvent
 from engine.exceptions import (
     ConcurrencyConflictError,
     StoreError,
@@ -26,6 +27,11 @@ from projections.index import TaskInfoIndex
 from projections.task_info import TaskInfo, apply
 
 __all__ = ["Journal"]
+
+# Bound once: record() runs for every event of every task.
+_build_event = TaskEvent.build
+_now = dt.datetime.now
+_UTC = dt.UTC
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +89,7 @@ class Journal:
         infos = self.infos
         info = infos.get(task_id)
         version = info.__dict__["version"] + 1 if info is not None else 1
-        event = TaskEvent.build(None, task_id, version, type_, utcnow(), data)
+        event = _build_event(None, task_id, version, type_, _now(_UTC), data)
         info = apply(info, event)
         infos[task_id] = info
         append_one = self._append_one
