@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from engine.events import EventType
 from engine.executor import run_from_queued
 from engine.registry import find_task
-from engine.store.base import collector_paused
+from engine.store.base import GC_PAUSE_MIN_ROWS, collector_paused
 from projections.index import IndexLoader
 from projections.task_info import TaskInfo, TaskStatus
 
@@ -39,10 +39,13 @@ async def replay_and_resume(worker: AsyncTaskWorker) -> dict[str, int]:
     # Each event as a dict of its fields, folded in place into one dict per
     # unfinished task: no TaskEvent or TaskInfo per event of the log.
     loader = IndexLoader(journal.infos)
-    async for batch in worker.store.iter_fields():
-        events += len(batch)
-        position = batch[-1]["position"] or position
-        with collector_paused(len(batch)):
+    # The collector stays paused for the whole replay rather than per batch:
+    # a replay allocates a few containers per event and frees no cycles, and
+    # each re-enabling would walk what the batch left behind again.
+    with collector_paused(GC_PAUSE_MIN_ROWS):
+        async for batch in worker.store.iter_fields():
+            events += len(batch)
+            position = batch[-1]["position"] or position
             for e in batch:
                 _track(unfinished, e)
                 loader.feed(e)
