@@ -388,8 +388,7 @@ class Cluster:
                 # A claim in flight, or one whose reply was lost.
                 self._spawn(self._adopt(event.task_id))
         elif type_ in _TERMINAL:
-            self._lose_claim(event.task_id)
-            self._settle_watchers(event.task_id)
+            self._lose_claim(event.task_id)  # watchers: settled by _deliver
 
     def _lose_claim(self, task_id: str) -> None:
         """Another node decided this task's fate: drop our copy of it."""

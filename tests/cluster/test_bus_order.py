@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from engine import AsyncTaskWorker, task
+from engine.bus import EventManager
 
 pytestmark = pytest.mark.postgres
 
@@ -56,24 +57,30 @@ async def watched_hold(release_after):
 async def test_a_future_taken_before_this_node_claims_the_task_resolves(
     postgres_url,
 ):
+    # The runner has its own bus, which its tail feeds after folding: an
+    # event there means the runner's projection holds it.
+    runner_bus = EventManager()
     producer = AsyncTaskWorker(max_workers=1, store=postgres_url, node_id="w-p")
-    runner = AsyncTaskWorker(max_workers=1, store=postgres_url, node_id="w-r")
+    runner = AsyncTaskWorker(
+        max_workers=1, store=postgres_url, node_id="w-r", event_manager=runner_bus
+    )
     await producer.start()
     await runner.start()
+    _, seen = runner_bus.subscribe()
     try:
         await producer.cluster.stop_claiming()  # the runner runs everything
         await producer.add_task("watched_hold", 0.3)  # holds the runner's slot
         task_id = await producer.add_task("watched_double", 21)
-        for _ in range(500):  # bounded: the runner follows the producer's log
-            if runner.get_task_info(task_id) is not None:
-                break
-            await asyncio.sleep(0.01)
-        watched = runner.get_task_future(task_id)  # still pending there
+        while (await asyncio.wait_for(seen.get(), 10))["task_id"] != task_id:
+            pass
+        pending_there = runner.get_task_info(task_id).status
+        watched = runner.get_task_future(task_id)
 
         result = await asyncio.wait_for(watched, 10)
     finally:
         await runner.stop()
         await producer.stop()
 
+    assert pending_there == "pending"
     assert result == 42
     assert runner.get_task_info(task_id).status == "completed"

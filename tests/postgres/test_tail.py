@@ -158,15 +158,14 @@ async def test_tail_skipping_own_events_yields_only_other_writers(
 ):
     other = PostgresEventStore(postgres_url)
     await other.open()
+    await other.append(_events("before", 1))
     tail = pg_store.tail(0, poll_interval_s=60, skip_own=True)
-    waiting = asyncio.ensure_future(anext(tail))
-    await pg_store.start_listening()
-    await asyncio.sleep(0.05)  # the tail has started and counts as ours
+    await asyncio.wait_for(anext(tail), 10)  # the tail runs: later appends count
 
     await pg_store.append(_events("own", 3))
     theirs = await other.append(_events("theirs", 2))
 
-    batch = await asyncio.wait_for(waiting, 10)
+    batch = await asyncio.wait_for(anext(tail), 10)
     await tail.aclose()
     await other.close()
     assert [e.position for e in batch] == theirs
