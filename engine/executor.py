@@ -203,29 +203,20 @@ class TaskExecutor:
 
     async def _run_cached(self, run: TaskRun) -> None:
         cache = self._worker.cache
-        key, hit, value = await cache.lookup(
-            run.func,
-            run.args,
-            run.kwargs,
-            cache_key_fn=run.cache_key_fn,
-            task_id=run.task_id,
-            metadata=run.metadata,
-        )
+        call = (run.func, run.args, run.kwargs)
+        keys = {
+            "cache_key_fn": run.cache_key_fn,
+            "task_id": run.task_id,
+            "metadata": run.metadata,
+        }
+        key, hit, value = await cache.lookup(*call, **keys)
         if hit:
             if not run.finished:
                 self._worker._finish_completed(
                     run, value, from_cache=True, cache_key=key
                 )
             return
-        flight_scope = cache.single_flight(
-            run.func,
-            run.args,
-            run.kwargs,
-            cache_key_fn=run.cache_key_fn,
-            task_id=run.task_id,
-            metadata=run.metadata,
-        )
-        async with flight_scope as flight:
+        async with cache.single_flight(*call, **keys) as flight:
             if flight.hit:
                 if not run.finished:
                     self._worker._finish_completed(
