@@ -7,6 +7,7 @@ of 127.0.0.1 (``api_support.LiveServer``).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -21,27 +22,28 @@ from engine.serve import create_app
 TOKEN = "s3cret-token"
 
 
-@pytest.fixture
-async def worker() -> AsyncIterator[AsyncTaskWorker]:
-    """A started worker on the memory store."""
-    started = AsyncTaskWorker(max_workers=4)
+@contextlib.asynccontextmanager
+async def _running(store: str | None = None) -> AsyncIterator[AsyncTaskWorker]:
+    started = AsyncTaskWorker(max_workers=4, store=store)
     await started.start()
     try:
         yield started
     finally:
         await started.stop(timeout=0.2)
+
+
+@pytest.fixture
+async def worker() -> AsyncIterator[AsyncTaskWorker]:
+    """A started worker on the memory store."""
+    async with _running() as started:
+        yield started
 
 
 @pytest.fixture
 async def sqlite_worker(tmp_path) -> AsyncIterator[AsyncTaskWorker]:
     """A started worker on a SQLite store in the test's directory."""
-    url = f"sqlite+aiosqlite:///{tmp_path / 'api.db'}"
-    started = AsyncTaskWorker(max_workers=4, store=url)
-    await started.start()
-    try:
+    async with _running(f"sqlite+aiosqlite:///{tmp_path / 'api.db'}") as started:
         yield started
-    finally:
-        await started.stop(timeout=0.2)
 
 
 @pytest.fixture
