@@ -8,7 +8,8 @@ to the peers are printed, never asserted.
     python bench/bench_pg_worker.py [--tasks N] [--samples N]
         [--procrastinate-tasks N] [--no-peers]
 
-Every measurement uses its own database (``te_bench_...``), created and
+Node processes are ``taskengine worker`` commands, as deployed (the task
+types they run are in bench_tasks.py). Every measurement uses its own database (``te_bench_...``), created and
 dropped here. The server is ``TASKENGINE_BENCH_POSTGRES_URL`` (default
 ``postgresql://root@127.0.0.1:5432/postgres``). The peers come with the
 ``bench`` extra; a peer that is not installed is skipped.
@@ -22,6 +23,7 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import signal
 import statistics
 import sys
 import time
@@ -30,51 +32,25 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncpg
+import bench_tasks  # noqa: F401 - registers the task types
 import sqlalchemy as sa
 
-from engine import AsyncTaskWorker, task
+from engine import AsyncTaskWorker
 from engine.store.migrate import upgrade_database
 
 ADMIN_URL = os.environ.get(
     "TASKENGINE_BENCH_POSTGRES_URL", "postgresql://root@127.0.0.1:5432/postgres"
 )
+HERE = os.path.dirname(os.path.abspath(__file__))
 BATCH = 1_000
+#: max_workers of each node process in the processing measurement: no-op
+#: tasks take no time, so a node holds up to one claim batch in flight.
+NODE_WORKERS = 1_000
 PGQUEUER_BATCH = 100
 PROCRASTINATE_CONCURRENCY = 10
-NODE = """
-import asyncio, sys, time
-from engine import AsyncTaskWorker, task
-
-@task("bench_noop")
-async def noop(i=0):
-    return None
-
-@task("bench_clock")
-async def clock(i=0):
-    return time.time()
-
-async def main():
-    worker = AsyncTaskWorker(max_workers=int(sys.argv[2]), store=sys.argv[1])
-    await worker.start()
-    print("ready", flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-    await worker.stop()
-
-asyncio.run(main())
-"""
 
 #: Our figures and the peers', by measure then system, for the ratios.
 FIGURES: dict[str, dict[str, float]] = {}
-
-
-@task("bench_noop")
-async def noop(i: int = 0) -> None:
-    return None
-
-
-@task("bench_clock")
-async def clock(i: int = 0) -> float:
-    return time.time()
 
 
 # Databases and timing, shared by the three systems
@@ -172,21 +148,26 @@ def _specs(first: int) -> list[dict[str, Any]]:
 
 
 async def _nodes(url: str, count: int, max_workers: int) -> list[Any]:
+    """``count`` node processes, each a ``taskengine worker`` as deployed."""
+    environment = {**os.environ, "PYTHONPATH": HERE, "COLUMNS": "200"}
     processes = []
     for _ in range(count):
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", NODE, url, str(max_workers),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            sys.executable, "-c", "from engine.cli import main; main()",
+            "worker", "--database", url, "--workers", str(max_workers),
+            "--import", "bench_tasks",
+            stdout=asyncio.subprocess.PIPE, env=environment,
         )  # fmt: skip
         processes.append(process)
     for process in processes:
-        assert await process.stdout.readline() == b"ready\n"
+        line = await process.stdout.readline()
+        assert line.startswith(b"Worker running"), line
     return processes
 
 
 async def _stop(processes: list[Any]) -> None:
     for process in processes:
-        process.stdin.write(b"\n")
+        process.send_signal(signal.SIGTERM)
     for process in processes:
         await process.wait()
 
@@ -255,7 +236,7 @@ async def engine_processing(dsn: str, count: int, node_count: int) -> float:
     for first in range(0, count, BATCH):
         await worker.add_tasks(_specs(first))
     await worker.stop()
-    processes = await _nodes(url, node_count, 500)
+    processes = await _nodes(url, node_count, NODE_WORKERS)
     try:
         rate = await _processing_rate(dsn, _ENGINE_DONE, count, 120)
     finally:

@@ -62,7 +62,7 @@ class TaskInfoIndex:
 
     __slots__ = ("_hot", "_packed", "_finished", "hot_limit")
 
-    def __init__(self, hot_limit: int = 1024) -> None:
+    def __init__(self, hot_limit: int = 4096) -> None:
         self._hot: dict[str, TaskInfo] = {}
         self._packed: dict[str, tuple[Any, ...]] = {}
         self._finished: deque[str] = deque()

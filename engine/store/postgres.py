@@ -173,6 +173,10 @@ class PostgresEventStore(EventStore):
         # that yields them too (reuse_own): it hands these objects on
         # instead of decoding their rows again.
         self._held: dict[int, TaskEvent] | None = None
+        # One future per append or claim in flight, done when it returns:
+        # such a tail waits for them rather than read back rows that are
+        # about to be held (their notification may arrive before the reply).
+        self._writing: set[asyncio.Future[None]] = set()
         # Server process ids of the pool's connections, to tell our own
         # notifications from other processes'.
         self._backend_pids: set[int] = set()
@@ -242,6 +246,19 @@ class PostgresEventStore(EventStore):
             with self._translated():
                 await pool.close()
 
+    @contextlib.contextmanager
+    def _in_flight(self) -> Iterator[None]:
+        if self._held is None:  # no tail waits for our writes
+            yield
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._writing.add(done)
+        try:
+            yield
+        finally:
+            self._writing.discard(done)
+            done.set_result(None)
+
     def _open_pool(self) -> asyncpg.Pool:
         if self._pool is None:
             raise StoreError(
@@ -263,7 +280,7 @@ class PostgresEventStore(EventStore):
             return []
         columns = event_columns(events)
         pool = self._open_pool()
-        with self._translated():
+        with self._translated(), self._in_flight():
             positions = await pool.fetchval(APPEND, *columns)
         if self._own is not None:
             self._own.add(positions)
@@ -289,7 +306,7 @@ class PostgresEventStore(EventStore):
             ``(queued, started)`` event pairs, in claim order.
         """
         pool = self._open_pool()
-        with self._translated():
+        with self._translated(), self._in_flight():
             rows = await pool.fetch(CLAIM, limit, node_id)
         if self._own is not None and rows:
             self._own.add([row[0] for row in rows])
@@ -410,10 +427,29 @@ class PostgresEventStore(EventStore):
         if reuse_own and not skip_own:
             held = self._held = {} if self._held is None else self._held
         wake = listener.subscribe()
+        waited = False
         try:
             while True:
                 wake.clear()
                 notified = listener.notified_position
+                if held is not None and notified > after:
+                    if self._writing and not waited:
+                        # Our own appends or claims may hold these
+                        # positions: their replies are due any moment.
+                        await asyncio.wait(list(self._writing), timeout=poll_interval_s)
+                        waited = True
+                        continue
+                    # Every position up to the notified one is ours: hand
+                    # those on with no read (positions commit in order).
+                    events = _held_run(held, after, notified, batch_size)
+                    if events:
+                        after = events[-1].__dict__["position"]
+                        waited = False
+                        yield events
+                        if after >= notified:
+                            await listener.wait(wake, poll_interval_s)
+                        continue
+                waited = False
                 if own is not None and notified > after and own.covers(after, notified):
                     after = notified
                     own.forget_through(after)
@@ -508,6 +544,25 @@ class PostgresEventStore(EventStore):
             await asyncio.sleep(delay_s)
             delay_s = min(delay_s * 2, _TAIL_RETRY_MAX_S)
         return None
+
+
+def _held_run(
+    held: dict[int, TaskEvent], after: int, notified: int, limit: int
+) -> list[TaskEvent] | None:
+    """The events at the positions after ``after`` up to ``notified`` (at
+    most ``limit``), taken from ``held`` when it holds every one of them;
+    None when some position is another writer's (or a gap) and must be
+    read."""
+    end = min(notified, after + limit)
+    if end <= after or any(p not in held for p in range(after + 1, end + 1)):
+        return None
+    events = []
+    for position in range(after + 1, end + 1):
+        event = held.pop(position)
+        if event.__dict__["position"] is None:
+            event.__dict__["position"] = position  # not sealed yet
+        events.append(event)
+    return events
 
 
 def _forget_through(held: dict[int, TaskEvent], position: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -213,3 +214,52 @@ async def test_tail_reusing_own_events_yields_the_written_objects_in_log_order(
     assert [e.position for e in own] == own_positions
     assert [e.task_id for e in seen[3:]] == ["theirs0", "theirs1"]
     assert pg_store._held is None  # released with the tail
+
+
+class _CountingStore(PostgresEventStore):
+    """Counts the tail's reads of the log (our own method, not the driver)."""
+
+    reads = 0
+
+    async def _tail_read(self, after: int, limit: int) -> list[Any] | None:
+        self.reads += 1
+        return await super()._tail_read(after, limit)
+
+
+async def test_tail_hands_on_own_events_without_reading_them_back(postgres_url: str):
+    store = _CountingStore(postgres_url)
+    await store.open()
+    other = PostgresEventStore(postgres_url)
+    await other.open()
+    try:
+        tail = store.tail(0, poll_interval_s=5.0, reuse_own=True)
+        starting = asyncio.ensure_future(anext(tail))
+        await other.append(_events("first", 1))
+        assert [e.task_id for e in await asyncio.wait_for(starting, 10)] == ["first0"]
+        reads_before = store.reads
+
+        own = _events("own", 40)
+        positions = []
+        for start in range(0, 40, 10):  # four commits, each notified
+            positions += await store.append(own[start : start + 10])
+        seen: list[TaskEvent] = []
+        while len(seen) < 40:
+            seen.extend(await asyncio.wait_for(anext(tail), 10))
+        assert store.reads == reads_before  # nothing read back
+        assert all(a is b for a, b in zip(seen, own, strict=True))
+        assert [e.position for e in seen] == positions
+
+        # Another writer's event between two of ours is read, in order.
+        mine_before = await store.append(_events("mine", 1))
+        theirs = await other.append(_events("theirs", 1))
+        mine_after = await store.append(_events("later", 1))
+        seen = []
+        while len(seen) < 3:
+            seen.extend(await asyncio.wait_for(anext(tail), 10))
+        assert [e.position for e in seen] == mine_before + theirs + mine_after
+        assert [e.task_id for e in seen] == ["mine0", "theirs0", "later0"]
+        assert store.reads > reads_before
+        await tail.aclose()
+    finally:
+        await other.close()
+        await store.close()
