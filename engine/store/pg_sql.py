@@ -49,7 +49,10 @@ COMMIT_ORDER_LOCK_KEY = 0x2B8E_5F07_4C1D_93A6
 # ``progress``, with the node running them) are written by the same
 # statement, so they can never disagree with the log. Only the last event of
 # each task in the batch counts: a batch may hold a task's ``queued`` and
-# ``started`` together, and the CTEs of one statement share one snapshot.
+# ``started`` together, and the CTEs of one statement share one snapshot. A
+# task's first ``queued`` event (version 1) cannot meet a row of its own in
+# either table, so it takes a plain insert and no lease lookup: an upsert
+# costs about a seventh of a batch of new tasks.
 APPEND = f"""
 WITH serialised AS MATERIALIZED (
     SELECT pg_advisory_xact_lock({COMMIT_ORDER_LOCK_KEY})
@@ -63,11 +66,16 @@ WITH serialised AS MATERIALIZED (
 ), last AS (
     SELECT DISTINCT ON (task_id) task_id, version, type, position, data
     FROM inserted ORDER BY task_id, version DESC
-), runnable AS (
+), fresh AS (
     INSERT INTO {RUNNABLE_TABLE} (task_id, priority, position, version, attempt)
     SELECT task_id, coalesce((data->>'priority')::bigint, 0), position, version,
         coalesce((data->>'attempt')::int, 1)
-    FROM last WHERE type = 'queued'
+    FROM last WHERE type = 'queued' AND version = 1
+), requeued AS (
+    INSERT INTO {RUNNABLE_TABLE} (task_id, priority, position, version, attempt)
+    SELECT task_id, coalesce((data->>'priority')::bigint, 0), position, version,
+        coalesce((data->>'attempt')::int, 1)
+    FROM last WHERE type = 'queued' AND version > 1
     ON CONFLICT (task_id) DO UPDATE SET priority = excluded.priority,
         position = excluded.position, version = excluded.version,
         attempt = excluded.attempt
@@ -83,6 +91,7 @@ WITH serialised AS MATERIALIZED (
 ), released AS (
     DELETE FROM {LEASES_TABLE} WHERE task_id = ANY(ARRAY(
         SELECT task_id FROM last WHERE type NOT IN ('started', 'progress')
+            AND (type <> 'queued' OR version > 1)
     ))
 )
 SELECT array_agg(position ORDER BY position) AS positions,
