@@ -10,7 +10,8 @@ to the peers are printed, never asserted.
 
 Node processes are ``taskengine worker`` commands, as deployed (the task
 types they run are in bench_tasks.py). Every measurement uses its own
-database (``te_bench_...``), created and dropped here. The server is ``TASKENGINE_BENCH_POSTGRES_URL`` (default
+database (``te_bench_...``), created and dropped here. The server is
+``TASKENGINE_BENCH_POSTGRES_URL`` (default
 ``postgresql://root@127.0.0.1:5432/postgres``). The peers come with the
 ``bench`` extra; a peer that is not installed is skipped.
 """

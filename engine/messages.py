@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from engine.events import EventType, TaskEvent
 from projections.task_info import STATUS_AFTER, TaskInfo
 
-__all__ = ["event_message", "group_of", "task_message"]
+__all__ = ["event_message", "group_in", "group_of", "message_in", "task_message"]
 
 _TYPE_NAME = {type_: str(type_.value) for type_ in EventType}
 
@@ -56,3 +56,22 @@ def event_message(
 def task_message(event: TaskEvent, info: TaskInfo | None) -> dict[str, Any]:
     """:func:`event_message` with the task's own group id."""
     return event_message(event, info, group_of(event, info))
+
+
+class _Infos(Protocol):
+    def get(self, task_id: str) -> TaskInfo | None: ...
+
+
+# The projection is read when the message is routed or rendered, which is
+# only when a subscriber exists or the recent events are read: a process with
+# no subscriber never looks its tasks up (a finished task may be packed).
+
+
+def group_in(event: TaskEvent, infos: _Infos) -> str:
+    """:func:`group_of`, the task's info read from ``infos``."""
+    return group_of(event, infos.get(event.task_id))
+
+
+def message_in(event: TaskEvent, infos: _Infos) -> dict[str, Any]:
+    """:func:`task_message`, the task's info read from ``infos``."""
+    return task_message(event, infos.get(event.task_id))

@@ -36,7 +36,7 @@ from engine.executor import TaskExecutor, TaskRun, describe_error
 from engine.futures import FuturesMixin, task_failed
 from engine.ids import new_task_id
 from engine.journal import Journal
-from engine.messages import group_of, task_message
+from engine.messages import group_in, group_of, message_in, task_message
 from engine.queue import TaskQueue
 from engine.recovery import replay_and_resume
 from engine.registry import resolve_task
@@ -731,9 +731,18 @@ class AsyncTaskWorker(FuturesMixin):
             self._published(events)
 
     def _published(self, events: list[TaskEvent]) -> None:
+        publish = self._publish
+        if publish is None:
+            return
         infos = self._journal.infos
         for event in events:
-            self._publish_one(event, infos.get(event.task_id))
+            try:
+                publish(group_in, message_in, event, infos)
+            except Exception:  # noqa: BLE001 - a subscriber never breaks the log
+                logger.exception(
+                    "Publishing an event failed",
+                    extra={"action": "publish_failed", "task_id": event.task_id},
+                )
 
     def _publish_one(self, event: TaskEvent, info: TaskInfo | None) -> None:
         publish = self._publish
@@ -826,9 +835,11 @@ def _publish_plainly(
     route: Callable[..., str | None],
     render: Callable[..., dict[str, Any]],
     event: TaskEvent,
-    info: TaskInfo | None,
+    *context: Any,
 ) -> Any:
     # An event manager of the user's own with only publish_event.
     return events.publish_event(
-        f"{event.task_id}:{event.version}", route(event, info), render(event, info)
+        f"{event.task_id}:{event.version}",
+        route(event, *context),
+        render(event, *context),
     )

@@ -35,6 +35,9 @@ async def test_runnable_and_lease_tables_are_rebuilt_from_the_log(postgres_url):
             _event("running", 1, EventType.QUEUED, **queued),
             _event("running", 2, EventType.STARTED, attempt=1, node_id="n1"),
             _event("done", 1, EventType.QUEUED, **queued),
+            _event("finished", 1, EventType.QUEUED, **queued),
+            _event("failing", 1, EventType.QUEUED, **queued),
+            _event("finished", 2, EventType.STARTED, attempt=1, node_id="n1"),
         ]
     )
     await store.append(
@@ -44,6 +47,9 @@ async def test_runnable_and_lease_tables_are_rebuilt_from_the_log(postgres_url):
             _event("retry", 1, EventType.QUEUED, **queued),
             _event("retry", 2, EventType.STARTED, attempt=1, node_id="n2"),
             _event("retry", 3, EventType.QUEUED, priority=1, attempt=2),
+            _event("finished", 3, EventType.PROGRESS, progress=0.5),
+            _event("finished", 4, EventType.COMPLETED, result=None),
+            _event("failing", 2, EventType.FAILED, error="lost"),
         ]
     )
     written = await _tables(store)
