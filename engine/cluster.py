@@ -258,8 +258,7 @@ class Cluster:
 
     def _take(self, pairs: list[tuple[TaskEvent, TaskEvent]]) -> None:
         for queued, started in pairs:
-            info = self._journal.infos.get(started.task_id)
-            if info is not None and info.finished:
+            if self._journal.infos.is_finished(started.task_id):
                 # Our own pending cancel holds this version: the cancel's
                 # conflict is resolved by cancel_task's retry.
                 continue
@@ -370,7 +369,7 @@ class Cluster:
 
     def _fold(self, event: TaskEvent) -> bool:
         try:
-            return self._journal.fold_committed(event) is not None
+            return self._journal.fold_committed(event)
         except ValueError:
             # Our fold of this task was voided by a conflict: refold it.
             self._spawn(self._refold(event.task_id))

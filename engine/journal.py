@@ -24,7 +24,6 @@ from engine.exceptions import (
 )
 from engine.store.base import EventStore
 from projections.index import TaskInfoIndex
-from projections.task_info import TaskInfo, apply
 
 __all__ = ["Journal"]
 
@@ -36,7 +35,7 @@ _UTC = dt.UTC
 logger = logging.getLogger(__name__)
 
 CommitHandler = Callable[[list[TaskEvent]], None]
-OneCommitHandler = Callable[[TaskEvent, TaskInfo], None]
+OneCommitHandler = Callable[[TaskEvent, TaskInfoIndex], None]
 
 
 class Journal:
@@ -55,9 +54,9 @@ class Journal:
         self.store = store
         self.infos = TaskInfoIndex()
         self._on_committed = on_committed
-        # An event appended alone, with the task's info after it.
+        # An event appended alone, with the projection it was folded into.
         self._on_committed_one: OneCommitHandler = on_committed_one or (
-            lambda event, _info: on_committed([event])
+            lambda event, _infos: on_committed([event])
         )
         self._max_batch = max_batch
         self._retry_delay_s = retry_delay_s
@@ -84,14 +83,12 @@ class Journal:
 
     # Recording
 
-    def record(self, task_id: str, type_: EventType, data: dict[str, Any]) -> TaskInfo:
+    def record(self, task_id: str, type_: EventType, data: dict[str, Any]) -> None:
         """Make the task's next event, fold it in, and queue its append."""
         infos = self.infos
-        info = infos.get(task_id)
-        version = info.__dict__["version"] + 1 if info is not None else 1
+        version = infos.version_of(task_id) + 1
         event = _build_event(None, task_id, version, type_, _now(_UTC), data)
-        info = apply(info, event)
-        infos[task_id] = info
+        infos.fold(event)
         append_one = self._append_one
         if append_one is not None and not self._pending:
             # The memory store: appended in place, committed at once.
@@ -99,24 +96,20 @@ class Journal:
                 position = append_one(event)
             except StoreError as exc:
                 self._reject([event], exc)
-                return info
+                return
             self.appended_events += 1
             event.__dict__["position"] = position
-            self._on_committed_one(event, info)
-            return info
+            self._on_committed_one(event, infos)
+            return
         self._pending.append(event)
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._kick)
-        return info
 
-    def fold_committed(self, event: TaskEvent) -> TaskInfo | None:
-        """Fold an event another process wrote (read back from the store)."""
-        if event.version <= self.infos.version_of(event.task_id):
-            return None  # folded already (our own, or a redelivery)
-        info = apply(self.infos.get(event.task_id), event)
-        self.infos[event.task_id] = info
-        return info
+    def fold_committed(self, event: TaskEvent) -> bool:
+        """Fold an event another process wrote (read back from the store);
+        False when it was folded already (our own, or a redelivery)."""
+        return self.infos.fold(event)
 
     @property
     def has_pending(self) -> bool:

@@ -36,11 +36,12 @@ from engine.executor import TaskExecutor, TaskRun, describe_error
 from engine.futures import FuturesMixin, task_failed
 from engine.ids import new_task_id
 from engine.journal import Journal
-from engine.messages import group_in, group_of, message_in, task_message
+from engine.messages import group_in, message_in
 from engine.queue import TaskQueue
 from engine.recovery import replay_and_resume
 from engine.registry import resolve_task
 from engine.store import EventStore, make_store
+from projections.index import TaskInfoIndex
 from projections.task_info import STATUS_AFTER, TaskInfo, TaskStatus
 
 __all__ = ["AsyncTaskWorker", "TaskSpec"]
@@ -152,6 +153,9 @@ class AsyncTaskWorker(FuturesMixin):
             from engine.cluster import Cluster
 
             self.cluster = Cluster(self)
+            # Tasks queued in the log wait for any node: many may be
+            # pending here, so they are kept packed.
+            self._journal.infos.pack_pending = True
         self.running = False
         self.counters = {"completed": 0, "failed": 0, "cancelled": 0}
 
@@ -744,12 +748,12 @@ class AsyncTaskWorker(FuturesMixin):
                     extra={"action": "publish_failed", "task_id": event.task_id},
                 )
 
-    def _publish_one(self, event: TaskEvent, info: TaskInfo | None) -> None:
+    def _publish_one(self, event: TaskEvent, infos: TaskInfoIndex) -> None:
         publish = self._publish
         if publish is None:
             return
         try:
-            publish(group_of, task_message, event, info)
+            publish(group_in, message_in, event, infos)
         except Exception:  # noqa: BLE001 - a subscriber never breaks the log
             logger.exception(
                 "Publishing an event failed",

@@ -5,7 +5,9 @@ Unfinished tasks and the last ``hot_limit`` finished ones stay as
 ``TaskInfo`` objects; older finished tasks are kept as a tuple of their field
 values (about a third of the size) and rebuilt when read. A worker that keeps
 a week of finished tasks in memory pays for their values, not for a model
-object each. Imports only the fold module.
+object each. With ``pack_pending``, pending tasks are packed too: a cluster
+node may hold many tasks queued in the log for any node, and a packed task is
+a tuple the garbage collector stops walking. Imports only the fold module.
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from projections.task_info import (
+from engine.events import TaskEvent
+from projections.task_info import (  # the fold's own steps: fold() inlines apply()
+    _FOLDS,
     FINISHED,
     TaskInfo,
     TaskStatus,
+    _build,
     build_info,
     fold_values,
 )
@@ -31,6 +36,7 @@ _STATUS = _FIELDS.index("status")
 _METADATA = _FIELDS.index("metadata")
 _VERSION = _FIELDS.index("version")
 _STATUSES = {status.value: status for status in TaskStatus}
+_FINISHED_VALUES = frozenset(status.value for status in FINISHED)
 
 
 def _pack(values: dict[str, Any]) -> tuple[Any, ...]:
@@ -60,13 +66,14 @@ def _unpack(packed: tuple[Any, ...]) -> TaskInfo:
 class TaskInfoIndex:
     """A dict-like map of task id to :class:`TaskInfo` (see the module doc)."""
 
-    __slots__ = ("_hot", "_packed", "_finished", "hot_limit")
+    __slots__ = ("_hot", "_packed", "_finished", "hot_limit", "pack_pending")
 
-    def __init__(self, hot_limit: int = 4096) -> None:
+    def __init__(self, hot_limit: int = 4096, *, pack_pending: bool = False) -> None:
         self._hot: dict[str, TaskInfo] = {}
         self._packed: dict[str, tuple[Any, ...]] = {}
         self._finished: deque[str] = deque()
         self.hot_limit = hot_limit
+        self.pack_pending = pack_pending
 
     def __len__(self) -> int:
         return len(self._hot) + len(self._packed)
@@ -108,6 +115,66 @@ class TaskInfoIndex:
             return int(info.__dict__["version"])
         packed = self._packed.get(task_id)
         return int(packed[_VERSION]) if packed is not None else 0
+
+    def is_finished(self, task_id: str) -> bool:
+        """True for a known task that reached its end (not rebuilt to answer)."""
+        info = self._hot.get(task_id)
+        if info is not None:
+            return info.__dict__["status"] in FINISHED
+        packed = self._packed.get(task_id)
+        return packed is not None and packed[_STATUS] in _FINISHED_VALUES
+
+    def fold(self, event: TaskEvent) -> bool:
+        """Fold ``event`` into its task, by :func:`apply`'s rules, in place of
+        ``index[task_id] = apply(index.get(task_id), event)``: True when it
+        was folded, False when its version was folded already. The previous
+        ``TaskInfo`` is never changed; a packed task is folded from its
+        values without building the ``TaskInfo`` it had.
+
+        Raises:
+            ValueError: when the first event of a task is not ``queued``.
+        """
+        # apply() and fold_values(), inlined: this runs for every event.
+        e = event.__dict__
+        task_id = e["task_id"]
+        version = e["version"]
+        info = self._hot.get(task_id)
+        if info is not None:
+            before = info.__dict__
+            if version <= before["version"]:
+                return False
+            values = before.copy()
+            _FOLDS[e["type"]](values, e)
+            values["version"] = version
+        else:
+            packed = self._packed.get(task_id)
+            if packed is not None:
+                if version <= packed[_VERSION]:
+                    return False
+                del self._packed[task_id]
+            values = fold_values(
+                _unpacked_values(packed) if packed is not None else None, e
+            )
+        status = values["status"]
+        if status is TaskStatus.PENDING and self.pack_pending:
+            self._hot.pop(task_id, None)
+            self._packed[task_id] = _pack(values)
+            return True
+        self._hot[task_id] = _build(values)
+        if status in FINISHED:
+            finished = self._finished
+            finished.append(task_id)
+            if len(finished) > self.hot_limit:
+                self._pack_oldest()
+        return True
+
+    def _put(self, task_id: str, values: dict[str, Any]) -> None:
+        # A task's new values, which the index owns from now on.
+        if self.pack_pending and values["status"] is TaskStatus.PENDING:
+            self._hot.pop(task_id, None)
+            self._packed[task_id] = _pack(values)
+        else:
+            self[task_id] = build_info(values)
 
     def __setitem__(self, task_id: str, info: TaskInfo) -> None:
         if self._packed and task_id in self._packed:
@@ -186,8 +253,9 @@ class IndexLoader:
             active[task_id] = values
 
     def finish(self) -> None:
-        """Put the unfinished tasks in the index as ``TaskInfo`` objects."""
+        """Put the unfinished tasks in the index (as ``TaskInfo`` objects, or
+        packed when pending and the index packs pending tasks)."""
         index = self._index
         for task_id, values in self._active.items():
-            index[task_id] = build_info(values)
+            index._put(task_id, values)
         self._active = {}

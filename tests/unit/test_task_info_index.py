@@ -3,6 +3,8 @@ back equal; unfinished tasks are never packed."""
 
 from __future__ import annotations
 
+import pytest
+
 from engine.events import EventType, TaskEvent, utcnow
 from projections.index import TaskInfoIndex
 from projections.task_info import TaskStatus, apply
@@ -176,3 +178,38 @@ def test_the_loader_continues_tasks_already_in_the_index():
 
     assert index._packed
     assert dict(index.items()) == dict(expected.items())
+
+
+@pytest.mark.parametrize("pack_pending", [False, True])
+def test_folding_into_the_index_equals_folding_with_apply(pack_pending: bool):
+    for seed in range(5):
+        log = _random_log(seed)
+        by_apply = TaskInfoIndex(hot_limit=8)
+        folded = TaskInfoIndex(hot_limit=8, pack_pending=pack_pending)
+        taken_before: dict[str, object] = {}
+        for event in log:
+            before = by_apply.get(event.task_id)
+            after = apply(before, event)
+            by_apply[event.task_id] = after
+            seen = folded.get(event.task_id)
+            if seen is not None:
+                taken_before[event.task_id] = (seen, seen.model_dump())
+            assert folded.fold(event) is (after is not before)
+            assert folded.version_of(event.task_id) == after.version
+            assert folded.is_finished(event.task_id) == after.finished
+
+        assert dict(folded.items()) == dict(by_apply.items())
+        # An info handed out earlier never changed under later folds.
+        for info, dumped in taken_before.values():
+            assert info.model_dump() == dumped
+        if pack_pending:
+            pending = [t for t, i in folded.items() if i.status == "pending"]
+            assert pending and all(t in folded._packed for t in pending)
+
+
+def test_folding_refuses_a_task_whose_first_event_is_not_queued():
+    index = TaskInfoIndex()
+    event = TaskEvent.build(1, "t", 1, EventType.STARTED, utcnow(), {})
+    with pytest.raises(ValueError, match="arrived before its 'queued' event"):
+        index.fold(event)
+    assert "t" not in index
