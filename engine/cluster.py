@@ -257,13 +257,14 @@ class Cluster:
         self._wake.clear()
 
     def _take(self, pairs: list[tuple[TaskEvent, TaskEvent]]) -> None:
+        infos = self._journal.infos
         for queued, started in pairs:
-            if self._journal.infos.is_finished(started.task_id):
+            if infos.is_finished(started.task_id):
                 # Our own pending cancel holds this version: the cancel's
                 # conflict is resolved by cancel_task's retry.
                 continue
-            for event in (queued, started):
-                self._journal.fold_committed(event)
+            infos.fold(queued)
+            infos.fold(started)
             self._run_claimed(queued, started)
         self.counters["claimed"] += len(pairs)
         # Published when the tail reads them back, in position order.
@@ -354,7 +355,15 @@ class Cluster:
             self._deliver(batch)
 
     def _deliver(self, batch: list[TaskEvent]) -> None:
-        fresh = [event for event in batch if self._fold(event)]
+        fold = self._journal.infos.fold
+        fresh = []
+        for event in batch:
+            try:
+                if fold(event):  # False for our own events, folded already
+                    fresh.append(event)
+            except ValueError:
+                # Our fold of this task was voided by a conflict: refold it.
+                self._spawn(self._refold(event.task_id))
         self._worker._published(batch)
         for event in fresh:
             self._react(event)
@@ -366,14 +375,6 @@ class Cluster:
             for event in batch:
                 if event.type in _TERMINAL and event.task_id in self._watchers:
                     self._settle_watchers(event.task_id)
-
-    def _fold(self, event: TaskEvent) -> bool:
-        try:
-            return self._journal.fold_committed(event)
-        except ValueError:
-            # Our fold of this task was voided by a conflict: refold it.
-            self._spawn(self._refold(event.task_id))
-            return False
 
     def _react(self, event: TaskEvent) -> None:
         type_ = event.type

@@ -106,11 +106,6 @@ class Journal:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._kick)
 
-    def fold_committed(self, event: TaskEvent) -> bool:
-        """Fold an event another process wrote (read back from the store);
-        False when it was folded already (our own, or a redelivery)."""
-        return self.infos.fold(event)
-
     @property
     def has_pending(self) -> bool:
         """True while some recorded event is not yet in the store."""
