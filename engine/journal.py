@@ -281,7 +281,11 @@ class Journal:
             self.infos.pop(task_id, None)
             if self._pending:
                 self._pending = [e for e in self._pending if e.task_id != task_id]
-        logger.error(
+        conflict = isinstance(exc, ConcurrencyConflictError)
+        # A conflict is a race its caller resolves (a cancel meeting another
+        # node's event, a reused task id): a warning without a traceback.
+        logger.log(
+            logging.WARNING if conflict else logging.ERROR,
             "Events of a task were rejected by the store",
             extra={
                 "action": "append_rejected",
@@ -289,7 +293,7 @@ class Journal:
                 "version": group[0].version,
                 "error_type": type(exc).__name__,
             },
-            exc_info=exc,
+            exc_info=None if conflict else exc,
         )
         if self.on_rejected is not None:
             self.on_rejected(task_id, exc)

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 from engine.events import EventType, TaskEvent
+from projections.index import info_of
 from projections.task_info import STATUS_AFTER, TaskInfo
+
+Snapshot = TaskInfo | tuple[Any, ...] | None
 
 __all__ = ["event_message", "group_in", "group_of", "message_in", "task_message"]
 
@@ -58,20 +61,17 @@ def task_message(event: TaskEvent, info: TaskInfo | None) -> dict[str, Any]:
     return event_message(event, info, group_of(event, info))
 
 
-class _Infos(Protocol):
-    def get(self, task_id: str) -> TaskInfo | None: ...
+# The worker publishes a snapshot of the task's state taken at publish time
+# (projections.index: the task's TaskInfo, or its packed values), turned into
+# a TaskInfo only when the message is routed or rendered, which is only when
+# a subscriber exists or the recent events are read.
 
 
-# The projection is read when the message is routed or rendered, which is
-# only when a subscriber exists or the recent events are read: a process with
-# no subscriber never looks its tasks up (a finished task may be packed).
+def group_in(event: TaskEvent, snapshot: Snapshot) -> str:
+    """:func:`group_of`, the task's info taken from a projection snapshot."""
+    return group_of(event, info_of(snapshot))
 
 
-def group_in(event: TaskEvent, infos: _Infos) -> str:
-    """:func:`group_of`, the task's info read from ``infos``."""
-    return group_of(event, infos.get(event.task_id))
-
-
-def message_in(event: TaskEvent, infos: _Infos) -> dict[str, Any]:
-    """:func:`task_message`, the task's info read from ``infos``."""
-    return task_message(event, infos.get(event.task_id))
+def message_in(event: TaskEvent, snapshot: Snapshot) -> dict[str, Any]:
+    """:func:`task_message`, the task's info taken from a projection snapshot."""
+    return task_message(event, info_of(snapshot))

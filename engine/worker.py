@@ -738,10 +738,10 @@ class AsyncTaskWorker(FuturesMixin):
         publish = self._publish
         if publish is None:
             return
-        infos = self._journal.infos
+        snapshot = self._journal.infos.snapshot
         for event in events:
             try:
-                publish(group_in, message_in, event, infos)
+                publish(group_in, message_in, event, snapshot(event.task_id))
             except Exception:  # noqa: BLE001 - a subscriber never breaks the log
                 logger.exception(
                     "Publishing an event failed",
@@ -753,7 +753,7 @@ class AsyncTaskWorker(FuturesMixin):
         if publish is None:
             return
         try:
-            publish(group_in, message_in, event, infos)
+            publish(group_in, message_in, event, infos.snapshot(event.task_id))
         except Exception:  # noqa: BLE001 - a subscriber never breaks the log
             logger.exception(
                 "Publishing an event failed",

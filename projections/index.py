@@ -27,7 +27,7 @@ from projections.task_info import (  # the fold's own steps: fold() inlines appl
     fold_values,
 )
 
-__all__ = ["IndexLoader", "TaskInfoIndex"]
+__all__ = ["IndexLoader", "TaskInfoIndex", "info_of"]
 
 _FIELDS = tuple(TaskInfo.model_fields)
 
@@ -61,6 +61,13 @@ def _unpacked_values(packed: tuple[Any, ...]) -> dict[str, Any]:
 
 def _unpack(packed: tuple[Any, ...]) -> TaskInfo:
     return build_info(_unpacked_values(packed))
+
+
+def info_of(snapshot: TaskInfo | tuple[Any, ...] | None) -> TaskInfo | None:
+    """The ``TaskInfo`` of a :meth:`TaskInfoIndex.snapshot`."""
+    if snapshot is None or type(snapshot) is not tuple:
+        return snapshot  # type: ignore[return-value]
+    return _unpack(snapshot)
 
 
 class TaskInfoIndex:
@@ -115,6 +122,14 @@ class TaskInfoIndex:
             return int(info.__dict__["version"])
         packed = self._packed.get(task_id)
         return int(packed[_VERSION]) if packed is not None else 0
+
+    def snapshot(self, task_id: str) -> TaskInfo | tuple[Any, ...] | None:
+        """The task's current state as it is kept: its ``TaskInfo``, or its
+        packed values; both immutable, so a caller may keep either as a
+        record of this moment and build the ``TaskInfo`` only if it needs
+        it (:func:`info_of`). None for an unknown task."""
+        info = self._hot.get(task_id)
+        return info if info is not None else self._packed.get(task_id)
 
     def is_finished(self, task_id: str) -> bool:
         """True for a known task that reached its end (not rebuilt to answer)."""

@@ -58,6 +58,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: Longest a tail waits for this store's own writes in flight before it
+#: reads the log anyway: other writers' events are never held back longer.
+_OWN_WRITE_WAIT_S = 0.1
 _TAIL_RETRY_FIRST_S = 0.1
 _TAIL_RETRY_MAX_S = 5.0
 
@@ -436,7 +439,10 @@ class PostgresEventStore(EventStore):
                     if self._writing and not waited:
                         # Our own appends or claims may hold these
                         # positions: their replies are due any moment.
-                        await asyncio.wait(list(self._writing), timeout=poll_interval_s)
+                        await asyncio.wait(
+                            list(self._writing),
+                            timeout=min(poll_interval_s, _OWN_WRITE_WAIT_S),
+                        )
                         waited = True
                         continue
                     # Every position up to the notified one is ours: hand

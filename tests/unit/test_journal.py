@@ -6,8 +6,14 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from engine import AsyncTaskWorker
-from engine.exceptions import ConcurrencyConflictError, StoreUnavailableError
+from engine.exceptions import (
+    ConcurrencyConflictError,
+    StoreError,
+    StoreUnavailableError,
+)
 from engine.store.memory import MemoryEventStore
 
 
@@ -92,3 +98,37 @@ async def test_an_outage_while_isolating_a_batch_loses_no_event():
     assert results == [42, 42, 42]
     for history in histories:
         assert [e.type.value for e in history] == ["queued", "started", "completed"]
+
+
+class RefusesOneTask(RemoteLikeStore):
+    """Refuses every append holding an event of task "bad" with ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    async def append(self, events):
+        if any(event.task_id == "bad" for event in events):
+            raise self.error
+        return await super().append(events)
+
+
+async def test_a_version_conflict_is_a_warning_and_other_refusals_errors(caplog):
+    caplog.set_level(logging.INFO, logger="engine.journal")
+    levels = []
+    for error in (
+        ConcurrencyConflictError("Task 't' cannot take version 1."),
+        StoreError("The store refused the batch."),
+    ):
+        caplog.clear()
+        async with AsyncTaskWorker(store=RefusesOneTask(error)) as worker:
+            with pytest.raises(Exception):  # noqa: B017 - the caller hears of it
+                await worker.add_task(answer, task_id="bad")
+            assert await worker.get_task_future(await worker.add_task(answer)) == 42
+        levels += [
+            (r.levelno, r.exc_info is not None)
+            for r in caplog.records
+            if getattr(r, "action", None) == "append_rejected"
+        ]
+
+    assert levels == [(logging.WARNING, False), (logging.ERROR, True)]
