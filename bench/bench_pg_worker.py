@@ -44,9 +44,9 @@ ADMIN_URL = os.environ.get(
 )
 HERE = os.path.dirname(os.path.abspath(__file__))
 BATCH = 1_000
-#: max_workers of each node process in the processing measurement: no-op
-#: tasks take no time, so a node holds up to one claim batch in flight.
-NODE_WORKERS = 1_000
+#: max_workers of each node process in the processing measurement: two
+#: claims of up to 1,000 tasks, one running while the next is in flight.
+NODE_WORKERS = 2_000
 PGQUEUER_BATCH = 100
 PROCRASTINATE_CONCURRENCY = 10
 

@@ -246,7 +246,10 @@ class Cluster:
             delay_s = _RETRY_FIRST_S
             self._backlog = len(pairs) == wanted
             self._take(pairs)
-            await asyncio.sleep(0)  # let adopters waiting on this claim look
+            # With work waiting and slots free, the next claim goes out now,
+            # before the tasks just taken run: the server works on it while
+            # this process runs them (see _adopt for adopters woken by the
+            # end of this claim).
             if not self._backlog:
                 await self._pause(self.poll_interval_s)
 
@@ -414,13 +417,25 @@ class Cluster:
         self._settle_watchers(task_id)
 
     async def _adopt(self, task_id: str) -> None:
+        """Run a task this node's claim started but whose reply never came
+        (the tail saw its ``started`` event, or a lease of ours nobody
+        holds)."""
         await self._claim_idle.wait()
         if task_id in self._held:
             return  # the claim's reply handed it over
         self._held.add(task_id)
         events = await self._read(task_id)
         started = last_started(events)
-        if started is None or events[-1] is not started:
+        # The claim in flight when the tail saw the event may have ended,
+        # and a later one begun, before this wait began: the reply handed
+        # the task over, and it may have run here and left ``_held`` with
+        # its end folded but not yet in the log. The projection tells: an
+        # event after the start means there is nothing to adopt.
+        if (
+            started is None
+            or events[-1] is not started
+            or self._journal.infos.version_of(task_id) > started.version
+        ):
             self.release(task_id)
             return
         attempt = started.data.get("attempt", 1)
