@@ -5,7 +5,7 @@ start to the last completion, read from each system's own log), and the
 median time from enqueueing a task to its first line. Figures and our ratios
 to the peers are printed, never asserted.
 
-    python bench/bench_pg_worker.py [--tasks N] [--samples N]
+    python bench/bench_pg_worker.py [--tasks N] [--samples N] [--repeat N]
         [--procrastinate-tasks N] [--no-peers]
 
 Node processes are ``taskengine worker`` commands, as deployed (the task
@@ -181,7 +181,8 @@ FROM task_events
 """
 
 
-async def engine_enqueue(dsn: str, count: int) -> None:
+async def engine_enqueue(dsn: str, count: int) -> tuple[float, float]:
+    """``(add_tasks in lists of 1,000, 200 concurrent add_task)`` tasks/s."""
     url = _engine_url(dsn)
     await upgrade_database(url)
     worker = await _producer(url)
@@ -195,11 +196,7 @@ async def engine_enqueue(dsn: str, count: int) -> None:
     await asyncio.gather(*(adder(count // 400) for _ in range(200)))
     single = count // 400 * 200 / (time.perf_counter() - started)
     await worker.stop()
-    _record("enqueue", "taskengine", rate)
-    print(
-        f"  enqueue add_tasks (lists of 1,000):  {rate:>9,.0f} tasks/s (target 30,000)"
-    )
-    print(f"  enqueue add_task x200 concurrent:    {single:>9,.0f} tasks/s")
+    return rate, single
 
 
 async def engine_latency(dsn: str, samples: int) -> None:
@@ -239,15 +236,9 @@ async def engine_processing(dsn: str, count: int, node_count: int) -> float:
     await worker.stop()
     processes = await _nodes(url, node_count, NODE_WORKERS)
     try:
-        rate = await _processing_rate(dsn, _ENGINE_DONE, count, 120)
+        return await _processing_rate(dsn, _ENGINE_DONE, count, 120)
     finally:
         await _stop(processes)
-    target = "20,000" if node_count == 1 else "25,000"
-    print(
-        f"  processing, {node_count} node process(es):  {rate:>9,.0f} tasks/s "
-        f"(target {target})"
-    )
-    return rate
 
 
 # pgqueuer: jobs in its queue table, picks and completions in its log table
@@ -295,22 +286,27 @@ def _pgqueuer_send(queries: Any, first: int) -> Awaitable[Any]:
     return queries.enqueue(["bench_noop"] * BATCH, payloads, [0] * BATCH)
 
 
-async def pgqueuer_bench(dsn: str, count: int, samples: int) -> None:
+async def pgqueuer_rates(dsn: str, count: int) -> tuple[float, float]:
+    """``(enqueue, processing)`` tasks/s of pgqueuer on a fresh database."""
     connection, queries = await _pgqueuer_queries(dsn)
     await queries.install()
-    rate = await _enqueue_rate(lambda first: _pgqueuer_send(queries, first), count)
-    _record("enqueue", "pgqueuer", rate)
-    print(f"  enqueue, lists of 1,000:             {rate:>9,.0f} tasks/s")
+    enqueue = await _enqueue_rate(lambda first: _pgqueuer_send(queries, first), count)
 
     async def noop_job(job: Any) -> None:
         return None
 
     manager = await _pgqueuer_manager(dsn, noop_job)
     await _pgqueuer_run(manager, drain=True)
-    rate = await _processing_rate(dsn, _PGQUEUER_DONE, count // BATCH * BATCH, 120)
-    _record("processing", "pgqueuer", rate)
-    print(f"  processing, one process (batch {PGQUEUER_BATCH}): {rate:>9,.0f} tasks/s")
+    processing = await _processing_rate(
+        dsn, _PGQUEUER_DONE, count // BATCH * BATCH, 120
+    )
+    await connection.close()
+    return enqueue, processing
 
+
+async def pgqueuer_latency(dsn: str, samples: int) -> None:
+    connection, queries = await _pgqueuer_queries(dsn)
+    await queries.install()
     await _pgqueuer_latency(dsn, queries, samples)
     await connection.close()
 
@@ -458,32 +454,63 @@ def _print_ratios() -> None:
                 print(f"  {measure:<11} vs {system:<14} {ours / theirs:>6.2f}x")
 
 
+def _median(values: list[float]) -> str:
+    """The median, then every run's figure."""
+    runs = " ".join(f"{v:,.0f}" for v in values)
+    return f"{statistics.median(values):>9,.0f} tasks/s (runs: {runs})"
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=30_000)
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--procrastinate-tasks", type=int, default=1_000)
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-peers", action="store_true")
     options = parser.parse_args()
     prefix = f"te_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    count, samples = options.tasks, options.samples
+    count, samples, repeat = options.tasks, options.samples, options.repeat
     started = time.perf_counter()
 
-    print("taskengine on PostgreSQL")
-    async with _database(f"{prefix}_enqueue") as dsn:
-        await engine_enqueue(dsn, count)
+    # Rates are the median of ``repeat`` runs, each on a fresh database, ours
+    # and pgqueuer's taking turns, so a noisy neighbour hits both alike.
+    rates: dict[str, list[float]] = {}
+    for run in range(repeat):
+        async with _database(f"{prefix}_enqueue{run}") as dsn:
+            bulk, single = await engine_enqueue(dsn, count)
+        rates.setdefault("enqueue", []).append(bulk)
+        rates.setdefault("single", []).append(single)
+        for nodes in (1, 2):
+            async with _database(f"{prefix}_p{nodes}_{run}") as dsn:
+                rate = await engine_processing(dsn, count // BATCH * BATCH, nodes)
+            rates.setdefault(f"processing{nodes}", []).append(rate)
+        if not options.no_peers:
+            async with _database(f"{prefix}_pgqueuer{run}") as dsn:
+                enqueue, processing = await pgqueuer_rates(dsn, count)
+            rates.setdefault("pgqueuer enqueue", []).append(enqueue)
+            rates.setdefault("pgqueuer processing", []).append(processing)
+
+    print(f"taskengine on PostgreSQL (rates: median of {repeat} runs)")
+    print(f"  enqueue add_tasks (lists of 1,000):  {_median(rates['enqueue'])} "
+          "(target 30,000)")  # fmt: skip
+    print(f"  enqueue add_task x200 concurrent:    {_median(rates['single'])}")
     async with _database(f"{prefix}_latency") as dsn:
         await engine_latency(dsn, samples)
-    for nodes in (1, 2):
-        async with _database(f"{prefix}_p{nodes}") as dsn:
-            rate = await engine_processing(dsn, count // BATCH * BATCH, nodes)
-        if nodes == 1:
-            _record("processing", "taskengine", rate)
+    for nodes, target in ((1, "20,000"), (2, "25,000")):
+        print(f"  processing, {nodes} node process(es):  "
+              f"{_median(rates[f'processing{nodes}'])} (target {target})")  # fmt: skip
+    _record("enqueue", "taskengine", statistics.median(rates["enqueue"]))
+    _record("processing", "taskengine", statistics.median(rates["processing1"]))
 
     if not options.no_peers:
         print(f"pgqueuer (batch {PGQUEUER_BATCH})")
-        async with _database(f"{prefix}_pgqueuer") as dsn:
-            await pgqueuer_bench(dsn, count, samples)
+        enqueue, processing = rates["pgqueuer enqueue"], rates["pgqueuer processing"]
+        print(f"  enqueue, lists of 1,000:             {_median(enqueue)}")
+        print(f"  processing, one process:             {_median(processing)}")
+        _record("enqueue", "pgqueuer", statistics.median(enqueue))
+        _record("processing", "pgqueuer", statistics.median(processing))
+        async with _database(f"{prefix}_pgqueuer_latency") as dsn:
+            await pgqueuer_latency(dsn, samples)
         print("procrastinate")
         async with _database(f"{prefix}_procrastinate") as dsn:
             await procrastinate_bench(dsn, count, options.procrastinate_tasks, samples)
