@@ -17,14 +17,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from engine.events import TaskEvent
-from projections.task_info import (  # the fold's own steps: fold() inlines apply()
-    _FOLDS,
+from projections.task_info import (
     FINISHED,
     TaskInfo,
     TaskStatus,
-    _build,
     build_info,
     fold_values,
+    next_values,
 )
 
 __all__ = ["IndexLoader", "TaskInfoIndex", "info_of"]
@@ -149,22 +148,17 @@ class TaskInfoIndex:
         Raises:
             ValueError: when the first event of a task is not ``queued``.
         """
-        # apply() and fold_values(), inlined: this runs for every event.
         e = event.__dict__
         task_id = e["task_id"]
-        version = e["version"]
         info = self._hot.get(task_id)
         if info is not None:
-            before = info.__dict__
-            if version <= before["version"]:
+            values = next_values(info.__dict__, e)
+            if values is None:
                 return False
-            values = before.copy()
-            _FOLDS[e["type"]](values, e)
-            values["version"] = version
         else:
             packed = self._packed.get(task_id)
             if packed is not None:
-                if version <= packed[_VERSION]:
+                if e["version"] <= packed[_VERSION]:
                     return False
                 del self._packed[task_id]
             values = fold_values(
@@ -175,7 +169,7 @@ class TaskInfoIndex:
             self._hot.pop(task_id, None)
             self._packed[task_id] = _pack(values)
             return True
-        self._hot[task_id] = _build(values)
+        self._hot[task_id] = build_info(values)
         if status in FINISHED:
             finished = self._finished
             finished.append(task_id)

@@ -23,6 +23,7 @@ __all__ = [
     "build_info",
     "fold",
     "fold_values",
+    "next_values",
 ]
 
 
@@ -247,14 +248,21 @@ def apply(info: TaskInfo | None, event: TaskEvent) -> TaskInfo:
         if e["type"] is EventType.QUEUED:
             return _first(e)
         raise _missing_first(e)
+    values = next_values(info.__dict__, e)
+    return info if values is None else _build(values)
+
+
+def next_values(before: dict[str, Any], e: dict[str, Any]) -> dict[str, Any] | None:
+    """A task's field values after the event whose fields are ``e``, as a
+    fresh dict (``before`` is not changed); None when the event's version
+    was folded already. The step :func:`apply` takes on a known task."""
     version = e["version"]
-    before = info.__dict__
     if version <= before["version"]:
-        return info
+        return None
     values = before.copy()
     _FOLDS[e["type"]](values, e)
     values["version"] = version
-    return _build(values)
+    return values
 
 
 def fold(events: list[TaskEvent] | tuple[TaskEvent, ...]) -> dict[str, TaskInfo]:
