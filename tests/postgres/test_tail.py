@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 from engine.events import EventType, TaskEvent, utcnow
+from engine.exceptions import ConcurrencyConflictError
 from engine.store.postgres import PostgresEventStore, asyncpg_dsn
 
 pytestmark = pytest.mark.postgres
@@ -249,16 +250,30 @@ async def test_tail_hands_on_own_events_without_reading_them_back(postgres_url: 
         assert all(a is b for a, b in zip(seen, own, strict=True))
         assert [e.position for e in seen] == positions
 
-        # Another writer's event between two of ours is read, in order.
-        mine_before = await store.append(_events("mine", 1))
-        theirs = await other.append(_events("theirs", 1))
-        mine_after = await store.append(_events("later", 1))
+        # Another writer's events between ours are read, in order.
+        mine_before = await store.append(_events("mine", 2))
+        theirs = await other.append(_events("theirs", 2))
+        mine_after = await store.append(_events("later", 2))
         seen = []
-        while len(seen) < 3:
+        while len(seen) < 6:
             seen.extend(await asyncio.wait_for(anext(tail), 10))
         assert [e.position for e in seen] == mine_before + theirs + mine_after
-        assert [e.task_id for e in seen] == ["mine0", "theirs0", "later0"]
+        assert [e.task_id for e in seen] == [
+            "mine0", "mine1", "theirs0", "theirs1", "later0", "later1"
+        ]  # fmt: skip
         assert store.reads > reads_before
+
+        # A refused insert between two of ours leaves a gap in the positions
+        # (its identity values are spent): the tail passes it.
+        first = await store.append(_events("gap-a", 1))
+        with pytest.raises(ConcurrencyConflictError):
+            await other.append(_events("gap-a", 1))  # version 1 again
+        second = await store.append(_events("gap-b", 1))
+        seen = []
+        while len(seen) < 2:
+            seen.extend(await asyncio.wait_for(anext(tail), 10))
+        assert second[0] > first[0] + 1  # the gap
+        assert [e.position for e in seen] == first + second
         await tail.aclose()
     finally:
         await other.close()
