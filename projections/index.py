@@ -51,11 +51,35 @@ def _pack(values: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def _unpacked_values(packed: tuple[Any, ...]) -> dict[str, Any]:
-    values = dict(zip(_FIELDS, packed, strict=True))
-    values["status"] = _STATUSES[values["status"]]
-    if values["metadata"] is None:
-        values["metadata"] = {}
-    return values
+    # A dict display: several times faster than dict(zip(_FIELDS, packed)),
+    # which a cluster node pays for every task it claims (the field order is
+    # checked against the model below).
+    (
+        id_, status, created_at, started_at, completed_at, result, error,
+        progress, metadata, from_cache, task_type, priority, attempt,
+        error_type, version,
+    ) = packed  # fmt: skip
+    return {
+        "id": id_,
+        "status": _STATUSES[status],
+        "created_at": created_at,
+        "started_at": started_at,
+        "completed_at": completed_at,
+        "result": result,
+        "error": error,
+        "progress": progress,
+        "metadata": metadata if metadata is not None else {},
+        "from_cache": from_cache,
+        "task_type": task_type,
+        "priority": priority,
+        "attempt": attempt,
+        "error_type": error_type,
+        "version": version,
+    }
+
+
+if tuple(_unpacked_values(_FIELDS[:1] + ("pending",) + _FIELDS[2:])) != _FIELDS:
+    raise ImportError("projections.index: _unpacked_values lists TaskInfo's fields")
 
 
 def _unpack(packed: tuple[Any, ...]) -> TaskInfo:
