@@ -422,7 +422,10 @@ class PostgresEventStore(EventStore):
         With ``reuse_own`` (and not ``skip_own``), events this store object
         appended or claimed once the tail started are yielded as the very
         objects that were written (their positions filled in), not decoded
-        from their rows again.
+        from their rows again; while the next positions are all such events
+        nothing is read. A notification that overtakes the reply of this
+        store's own write makes the tail wait for its writes in flight (at
+        most 0.1 s) before it reads.
         """
         listener = await self._start_listener()
         own = self._own_positions() if skip_own else None

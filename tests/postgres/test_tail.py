@@ -155,14 +155,26 @@ async def test_tail_ends_when_the_store_is_closed(postgres_url: str):
         await asyncio.wait_for(waiting, 10)
 
 
-async def test_tail_skipping_own_events_yields_only_other_writers(
-    pg_store: PostgresEventStore, postgres_url: str
-):
+async def _tail_after_another_writer(
+    store: PostgresEventStore, postgres_url: str, **options: Any
+) -> tuple[PostgresEventStore, AsyncIterator[list[TaskEvent]], list[TaskEvent]]:
+    """Another writer's store with one event appended, and a tail of
+    ``store`` that yielded it (so it runs: later appends count as after its
+    start); the tail's first batch."""
     other = PostgresEventStore(postgres_url)
     await other.open()
     await other.append(_events("before", 1))
-    tail = pg_store.tail(0, poll_interval_s=60, skip_own=True)
-    await asyncio.wait_for(anext(tail), 10)  # the tail runs: later appends count
+    tail = store.tail(0, **options)
+    first = await asyncio.wait_for(anext(tail), 10)
+    return other, tail, first
+
+
+async def test_tail_skipping_own_events_yields_only_other_writers(
+    pg_store: PostgresEventStore, postgres_url: str
+):
+    other, tail, _ = await _tail_after_another_writer(
+        pg_store, postgres_url, poll_interval_s=60, skip_own=True
+    )
 
     await pg_store.append(_events("own", 3))
     theirs = await other.append(_events("theirs", 2))
@@ -194,11 +206,9 @@ async def test_on_runnable_reports_other_stores_queued_appends_only(
 async def test_tail_reusing_own_events_yields_the_written_objects_in_log_order(
     pg_store: PostgresEventStore, postgres_url: str
 ):
-    other = PostgresEventStore(postgres_url)
-    await other.open()
-    await other.append(_events("before", 1))
-    tail = pg_store.tail(0, poll_interval_s=0.05, reuse_own=True)
-    first = await asyncio.wait_for(anext(tail), 10)  # the tail is running now
+    other, tail, first = await _tail_after_another_writer(
+        pg_store, postgres_url, poll_interval_s=0.05, reuse_own=True
+    )
 
     own = _events("own", 3)
     own_positions = await pg_store.append(own)
