@@ -735,18 +735,9 @@ class AsyncTaskWorker(FuturesMixin):
             self._published(events)
 
     def _published(self, events: list[TaskEvent]) -> None:
-        publish = self._publish
-        if publish is None:
-            return
-        snapshot = self._journal.infos.snapshot
+        infos = self._journal.infos
         for event in events:
-            try:
-                publish(group_in, message_in, event, snapshot(event.task_id))
-            except Exception:  # noqa: BLE001 - a subscriber never breaks the log
-                logger.exception(
-                    "Publishing an event failed",
-                    extra={"action": "publish_failed", "task_id": event.task_id},
-                )
+            self._publish_one(event, infos)
 
     def _publish_one(self, event: TaskEvent, infos: TaskInfoIndex) -> None:
         publish = self._publish

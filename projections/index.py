@@ -7,7 +7,8 @@ values (about a third of the size) and rebuilt when read. A worker that keeps
 a week of finished tasks in memory pays for their values, not for a model
 object each. With ``pack_pending``, pending tasks are packed too: a cluster
 node may hold many tasks queued in the log for any node, and a packed task is
-a tuple the garbage collector stops walking. Imports only the fold module.
+a tuple the garbage collector stops walking. Imports only engine.events and
+the fold module.
 """
 
 from __future__ import annotations
