@@ -32,7 +32,7 @@ from engine.cluster_lease import (
 )
 from engine.events import EventType, TaskEvent
 from engine.exceptions import ConcurrencyConflictError, StoreError
-from engine.executor import TaskRun, run_from_queued
+from engine.executor import TaskRun, run_from_queued, waiting
 from engine.registry import find_task
 from projections.task_info import TaskInfo, apply
 
@@ -412,7 +412,7 @@ class Cluster:
             self.release(task_id)
         if run.runner is not None:
             self._worker._interrupt(run)
-        for waiter in run.waiters or ():
+        for waiter in waiting(run):
             self.watch(task_id, waiter)
         self._settle_watchers(task_id)
 

@@ -30,7 +30,7 @@ from engine.progress import ProgressReporter
 if TYPE_CHECKING:
     from engine.worker import AsyncTaskWorker
 
-__all__ = ["TaskExecutor", "TaskRun", "describe_error", "run_from_queued"]
+__all__ = ["TaskExecutor", "TaskRun", "describe_error", "run_from_queued", "waiting"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,17 @@ class TaskRun:
     timer: asyncio.TimerHandle | None = None
     reporter: ProgressReporter | None = None
     result: Any = None
-    waiters: list[asyncio.Future[Any]] | None = None
+    # The futures of get_task_future: one future alone (the common case, no
+    # list per task), or a list of them.
+    waiters: asyncio.Future[Any] | list[asyncio.Future[Any]] | None = None
+
+
+def waiting(run: TaskRun) -> list[asyncio.Future[Any]] | tuple[Any, ...]:
+    """The futures waiting for ``run``'s outcome."""
+    waiters = run.waiters
+    if waiters is None:
+        return ()
+    return waiters if type(waiters) is list else (waiters,)
 
 
 def run_from_queued(

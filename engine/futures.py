@@ -46,7 +46,9 @@ class FuturesMixin:
         if run is not None and not run.finished:
             waiters = run.waiters
             if waiters is None:
-                run.waiters = [future]
+                run.waiters = future
+            elif not isinstance(waiters, list):
+                run.waiters = [waiters, future]
             else:
                 if len(waiters) >= 16:
                     # Futures given up on (a wait_for that timed out) go

@@ -35,7 +35,9 @@ _UTC = dt.UTC
 logger = logging.getLogger(__name__)
 
 CommitHandler = Callable[[list[TaskEvent]], None]
-OneCommitHandler = Callable[[TaskEvent, TaskInfoIndex], None]
+# An event appended alone in place: its position and task id, and the
+# projection it was folded into.
+AppendedHandler = Callable[[int, str, TaskInfoIndex], None]
 
 
 class Journal:
@@ -46,7 +48,7 @@ class Journal:
         store: EventStore,
         on_committed: CommitHandler,
         *,
-        on_committed_one: OneCommitHandler | None = None,
+        on_appended: AppendedHandler | None = None,
         max_batch: int = 1000,
         retry_delay_s: float = 0.05,
         max_retry_delay_s: float = 2.0,
@@ -54,9 +56,10 @@ class Journal:
         self.store = store
         self.infos = TaskInfoIndex()
         self._on_committed = on_committed
-        # An event appended alone, with the projection it was folded into.
-        self._on_committed_one: OneCommitHandler = on_committed_one or (
-            lambda event, _infos: on_committed([event])
+        self._on_appended: AppendedHandler = on_appended or (
+            lambda position, _task_id, _infos: on_committed(
+                [store.event_at(position)]  # type: ignore[attr-defined]
+            )
         )
         self._max_batch = max_batch
         self._retry_delay_s = retry_delay_s
@@ -64,9 +67,10 @@ class Journal:
         self._append_now: Callable[[Sequence[TaskEvent]], list[int]] | None = getattr(
             store, "append_now", None
         )
-        # The memory store appends in place: nothing to batch or wait for.
-        self._append_one: Callable[[TaskEvent], int] | None = getattr(
-            store, "append_one", None
+        # The memory store appends in place, from an event's fields: nothing
+        # to batch or wait for, and no TaskEvent to build.
+        self._append_fields: Callable[..., int] | None = getattr(
+            store, "append_fields", None
         )
         self._pending: list[TaskEvent] = []
         self._commit: asyncio.Future[None] | None = None
@@ -86,22 +90,22 @@ class Journal:
     def record(self, task_id: str, type_: EventType, data: dict[str, Any]) -> None:
         """Make the task's next event, fold it in, and queue its append."""
         infos = self.infos
-        version = infos.version_of(task_id) + 1
-        event = _build_event(None, task_id, version, type_, _now(_UTC), data)
-        infos.fold(event)
-        append_one = self._append_one
-        if append_one is not None and not self._pending:
+        at = _now(_UTC)
+        version = infos.fold_next(task_id, type_, at, data)
+        append_fields = self._append_fields
+        if append_fields is not None and not self._pending:
             # The memory store: appended in place, committed at once.
             try:
-                position = append_one(event)
+                position = append_fields(task_id, version, type_, at, data)
             except StoreError as exc:
-                self._reject([event], exc)
+                self._reject(
+                    [_build_event(None, task_id, version, type_, at, data)], exc
+                )
                 return
             self.appended_events += 1
-            event.__dict__["position"] = position
-            self._on_committed_one(event, infos)
+            self._on_appended(position, task_id, infos)
             return
-        self._pending.append(event)
+        self._pending.append(_build_event(None, task_id, version, type_, at, data))
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._kick)

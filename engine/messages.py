@@ -3,27 +3,51 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.events import EventType, TaskEvent
-from projections.index import info_of
+from projections.index import Context
 from projections.task_info import STATUS_AFTER, TaskInfo
 
-Snapshot = TaskInfo | tuple[Any, ...] | None
+if TYPE_CHECKING:
+    from engine.store.memory import MemoryEventStore
 
-__all__ = ["event_message", "group_in", "group_of", "message_in", "task_message"]
+__all__ = [
+    "event_message",
+    "group_at",
+    "group_in",
+    "group_of",
+    "message_at",
+    "message_in",
+    "task_message",
+]
 
 _TYPE_NAME = {type_: str(type_.value) for type_ in EventType}
 
 
-def group_of(event: TaskEvent, info: TaskInfo | None) -> str:
-    metadata = info.metadata if info is not None else None
+def _group(task_id: str, metadata: dict[str, Any] | None) -> str:
     group_id = metadata.get("group_id") if metadata else None
-    return group_id if group_id is not None else event.task_id
+    return group_id if group_id is not None else task_id
+
+
+def group_of(event: TaskEvent, info: TaskInfo | None) -> str:
+    """The group an event is routed to: its task's ``group_id`` metadata,
+    else the task id."""
+    return _group(event.task_id, info.metadata if info is not None else None)
 
 
 def event_message(
     event: TaskEvent, info: TaskInfo | None, group_id: str
+) -> dict[str, Any]:
+    """API.md's ``event_data`` for ``event``; ``info`` is its task's state
+    (for the task type, and the progress of an event that carries none)."""
+    if info is None:
+        return _message(event, None, 0.0, group_id)
+    return _message(event, info.task_type, info.progress, group_id)
+
+
+def _message(
+    event: TaskEvent, task_type: str | None, progress_then: float, group_id: str
 ) -> dict[str, Any]:
     type_ = event.type
     data = event.data
@@ -34,7 +58,7 @@ def event_message(
     elif type_ is EventType.QUEUED or type_ is EventType.STARTED:
         progress = 0.0
     else:
-        progress = info.progress if info is not None else 0.0
+        progress = progress_then
     message: dict[str, Any] = {
         "event_id": f"{event.task_id}:{event.version}",
         "position": event.position,
@@ -45,7 +69,7 @@ def event_message(
         "progress": progress,
         "at": event.at.isoformat(),
         "group_id": group_id,
-        "task_type": info.task_type if info is not None else None,
+        "task_type": task_type,
     }
     if type_ is EventType.COMPLETED:
         message["result"] = data.get("result")
@@ -61,17 +85,42 @@ def task_message(event: TaskEvent, info: TaskInfo | None) -> dict[str, Any]:
     return event_message(event, info, group_of(event, info))
 
 
-# The worker publishes a snapshot of the task's state taken at publish time
-# (projections.index: the task's TaskInfo, or its packed values), turned into
-# a TaskInfo only when the message is routed or rendered, which is only when
-# a subscriber exists or the recent events are read.
+# The worker publishes each event with its task's context taken at publish
+# time (projections.index.Context); the message is routed and rendered only
+# when a subscriber exists or the recent events are read.
 
 
-def group_in(event: TaskEvent, snapshot: Snapshot) -> str:
-    """:func:`group_of`, the task's info taken from a projection snapshot."""
-    return group_of(event, info_of(snapshot))
+def group_in(event: TaskEvent, context: Context | None) -> str:
+    """:func:`group_of`, from the task's context at publish time."""
+    return _group(event.task_id, context[0] if context is not None else None)
 
 
-def message_in(event: TaskEvent, snapshot: Snapshot) -> dict[str, Any]:
-    """:func:`task_message`, the task's info taken from a projection snapshot."""
-    return task_message(event, info_of(snapshot))
+def message_in(event: TaskEvent, context: Context | None) -> dict[str, Any]:
+    """:func:`task_message`, from the task's context at publish time."""
+    if context is None:
+        return _message(event, None, 0.0, event.task_id)
+    metadata, task_type, progress = context
+    return _message(event, task_type, progress, _group(event.task_id, metadata))
+
+
+# An event the memory store holds is published by its position: the event,
+# and the task's state it is rendered with, are read back from the store only
+# if the message is routed or rendered.
+
+
+def group_at(store: MemoryEventStore, position: int) -> str:
+    """:func:`group_in` of the event the memory store holds at ``position``."""
+    return _group(store.task_id_at(position), store.task_metadata_at(position))
+
+
+def message_at(store: MemoryEventStore, position: int) -> dict[str, Any]:
+    """:func:`message_in` of the event the memory store holds at
+    ``position``, with its task's state right after that event."""
+    event = store.event_at(position)
+    values = store.task_values_at(position)
+    return _message(
+        event,
+        values["task_type"],
+        values["progress"],
+        _group(event.task_id, values["metadata"]),
+    )

@@ -32,11 +32,11 @@ from engine.exceptions import (
     UsageError,
     WorkerNotStartedError,
 )
-from engine.executor import TaskExecutor, TaskRun, describe_error
+from engine.executor import TaskExecutor, TaskRun, describe_error, waiting
 from engine.futures import FuturesMixin, task_failed
 from engine.ids import new_task_id
 from engine.journal import Journal
-from engine.messages import group_in, message_in
+from engine.messages import group_at, group_in, message_at, message_in
 from engine.queue import TaskQueue
 from engine.recovery import replay_and_resume
 from engine.registry import resolve_task
@@ -135,7 +135,7 @@ class AsyncTaskWorker(FuturesMixin):
         # A store appending single events in place (memory) is never
         # clustered: its events are published at commit.
         self._journal = Journal(
-            self._store, self._committed_here, on_committed_one=self._publish_one
+            self._store, self._committed_here, on_appended=self._publish_at
         )
         self._queue = TaskQueue()
         self._executor = TaskExecutor(self)
@@ -593,8 +593,8 @@ class AsyncTaskWorker(FuturesMixin):
         run.completed = True
         self._settle(run, EventType.COMPLETED, data)
         self.counters["completed"] += 1
-        if run.waiters:
-            for waiter in run.waiters:
+        if run.waiters is not None:
+            for waiter in waiting(run):
                 if not waiter.done():
                     waiter.set_result(result)
 
@@ -618,8 +618,8 @@ class AsyncTaskWorker(FuturesMixin):
             },
             exc_info=exc if not timed_out else None,
         )
-        if run.waiters:
-            for waiter in run.waiters:
+        if run.waiters is not None:
+            for waiter in waiting(run):
                 if not waiter.done():
                     waiter.set_exception(
                         task_failed(run.task_id, message, error_type, exc)
@@ -629,8 +629,8 @@ class AsyncTaskWorker(FuturesMixin):
         data = {"error": reason, "error_type": "CancelledError"}
         self._settle(run, EventType.CANCELLED, data)
         self.counters["cancelled"] += 1
-        if run.waiters:
-            for waiter in run.waiters:
+        if run.waiters is not None:
+            for waiter in waiting(run):
                 waiter.cancel(reason)
 
     def _settle(self, run: TaskRun, type_: EventType, data: dict[str, Any]) -> None:
@@ -743,13 +743,28 @@ class AsyncTaskWorker(FuturesMixin):
         publish = self._publish
         if publish is None:
             return
+        task_id = event.task_id
         try:
-            publish(group_in, message_in, event, infos.snapshot(event.task_id))
+            publish(group_in, message_in, event, infos.context(task_id))
         except Exception:  # noqa: BLE001 - a subscriber never breaks the log
-            logger.exception(
-                "Publishing an event failed",
-                extra={"action": "publish_failed", "task_id": event.task_id},
-            )
+            self._publish_failed(task_id)
+
+    def _publish_at(self, position: int, task_id: str, infos: TaskInfoIndex) -> None:
+        # An event the memory store appended in place: published by its
+        # position, read back from the store only if its message is needed.
+        publish = self._publish
+        if publish is None:
+            return
+        try:
+            publish(group_at, message_at, self._store, position)
+        except Exception:  # noqa: BLE001 - a subscriber never breaks the log
+            self._publish_failed(task_id)
+
+    def _publish_failed(self, task_id: str) -> None:
+        logger.exception(
+            "Publishing an event failed",
+            extra={"action": "publish_failed", "task_id": task_id},
+        )
 
     # Cache
 
@@ -829,12 +844,8 @@ def _publish_plainly(
     events: Any,
     route: Callable[..., str | None],
     render: Callable[..., dict[str, Any]],
-    event: TaskEvent,
-    *context: Any,
+    *args: Any,
 ) -> Any:
     # An event manager of the user's own with only publish_event.
-    return events.publish_event(
-        f"{event.task_id}:{event.version}",
-        route(event, *context),
-        render(event, *context),
-    )
+    message = render(*args)
+    return events.publish_event(message["event_id"], route(*args), message)

@@ -1,33 +1,44 @@
 """Where a process keeps its ``TaskInfo`` projection: a mapping of task id to
-``TaskInfo`` that stores long-finished tasks packed.
+``TaskInfo`` that folds events in place and stores long-finished tasks packed.
 
-Unfinished tasks and the last ``hot_limit`` finished ones stay as
-``TaskInfo`` objects; older finished tasks are kept as a tuple of their field
-values (about a third of the size) and rebuilt when read. A worker that keeps
-a week of finished tasks in memory pays for their values, not for a model
-object each. With ``pack_pending``, pending tasks are packed too: a cluster
-node may hold many tasks queued in the log for any node, and a packed task is
-a tuple the garbage collector stops walking. Imports only engine.events and
-the fold module.
+Unfinished tasks and the last ``hot_limit`` finished ones are kept as a dict
+of their field values, which the index owns and folds each event into in
+place; a ``TaskInfo`` is built from a copy of those values when one is read,
+and kept until the task's next event. So recording an event costs a few dict
+stores, no model object, and a ``TaskInfo`` once handed out never changes.
+Older finished tasks are kept as a tuple of their field values (about a third
+of the size) and rebuilt when read: a worker that keeps a week of finished
+tasks in memory pays for their values, not for a model object each. With
+``pack_pending``, pending tasks are packed too: a cluster node may hold many
+tasks queued in the log for any node, and a packed task is a tuple the
+garbage collector stops walking. Imports only engine.events and the fold
+module.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from engine.events import TaskEvent
+from engine.events import EventType, TaskEvent
 from projections.task_info import (
     FINISHED,
+    FOLDS,
     TaskInfo,
     TaskStatus,
     build_info,
+    first_values,
     fold_values,
-    next_values,
+    missing_first,
 )
 
-__all__ = ["IndexLoader", "TaskInfoIndex", "info_of"]
+__all__ = ["Context", "IndexLoader", "TaskInfoIndex"]
+
+#: What a published event's message needs of its task, taken when the event
+#: is published: ``(metadata, task_type, progress)``.
+Context = tuple[dict[str, Any], "str | None", float]
 
 _FIELDS = tuple(TaskInfo.model_fields)
 
@@ -35,6 +46,11 @@ _FIELDS = tuple(TaskInfo.model_fields)
 _STATUS = _FIELDS.index("status")
 _METADATA = _FIELDS.index("metadata")
 _VERSION = _FIELDS.index("version")
+_TASK_TYPE = _FIELDS.index("task_type")
+_PROGRESS = _FIELDS.index("progress")
+_PENDING = TaskStatus.PENDING
+_QUEUED = EventType.QUEUED
+_EMPTY: dict[str, Any] = {}
 _STATUSES = {status.value: status for status in TaskStatus}
 _FINISHED_VALUES = frozenset(status.value for status in FINISHED)
 
@@ -87,20 +103,16 @@ def _unpack(packed: tuple[Any, ...]) -> TaskInfo:
     return build_info(_unpacked_values(packed))
 
 
-def info_of(snapshot: TaskInfo | tuple[Any, ...] | None) -> TaskInfo | None:
-    """The ``TaskInfo`` of a :meth:`TaskInfoIndex.snapshot`."""
-    if snapshot is None or type(snapshot) is not tuple:
-        return snapshot  # type: ignore[return-value]
-    return _unpack(snapshot)
-
-
 class TaskInfoIndex:
     """A dict-like map of task id to :class:`TaskInfo` (see the module doc)."""
 
-    __slots__ = ("_hot", "_packed", "_finished", "hot_limit", "pack_pending")
+    __slots__ = ("_hot", "_infos", "_packed", "_finished", "hot_limit", "pack_pending")
 
     def __init__(self, hot_limit: int = 4096, *, pack_pending: bool = False) -> None:
-        self._hot: dict[str, TaskInfo] = {}
+        # Task id -> field values, folded in place.
+        self._hot: dict[str, dict[str, Any]] = {}
+        # Task id -> the TaskInfo read since its last event (hot tasks only).
+        self._infos: dict[str, TaskInfo] = {}
         self._packed: dict[str, tuple[Any, ...]] = {}
         self._finished: deque[str] = deque()
         self.hot_limit = hot_limit
@@ -124,136 +136,191 @@ class TaskInfoIndex:
 
     def get(self, task_id: str, default: TaskInfo | None = None) -> TaskInfo | None:
         """The task's info, or ``default``."""
-        info = self._hot.get(task_id)
+        info = self._infos.get(task_id)
         if info is not None:
+            return info
+        values = self._hot.get(task_id)
+        if values is not None:
+            info = self._infos[task_id] = build_info(values.copy())
             return info
         packed = self._packed.get(task_id)
         return _unpack(packed) if packed is not None else default
 
     def _take_values(self, task_id: str) -> dict[str, Any] | None:
         # A task's field values for IndexLoader, removed from the index.
-        info = self._hot.pop(task_id, None)
-        if info is not None:
-            return info.__dict__.copy()
+        self._infos.pop(task_id, None)
+        values = self._hot.pop(task_id, None)
+        if values is not None:
+            return values
         packed = self._packed.pop(task_id, None)
         return _unpacked_values(packed) if packed is not None else None
 
     def version_of(self, task_id: str) -> int:
         """The task's last folded version, 0 for an unknown task (a packed
         task is not rebuilt to answer)."""
-        info = self._hot.get(task_id)
-        if info is not None:
-            return int(info.__dict__["version"])
+        values = self._hot.get(task_id)
+        if values is not None:
+            return int(values["version"])
         packed = self._packed.get(task_id)
         return int(packed[_VERSION]) if packed is not None else 0
 
-    def snapshot(self, task_id: str) -> TaskInfo | tuple[Any, ...] | None:
-        """The task's current state as it is kept: its ``TaskInfo``, or its
-        packed values; both immutable, so a caller may keep either as a
-        record of this moment and build the ``TaskInfo`` only if it needs
-        it (:func:`info_of`). None for an unknown task."""
-        info = self._hot.get(task_id)
-        return info if info is not None else self._packed.get(task_id)
+    def context(self, task_id: str) -> Context | None:
+        """What a message about the task's latest event needs of the task,
+        taken now: ``(metadata, task_type, progress)``; None for an unknown
+        task. Metadata and task type never change once queued, so the tuple
+        stays true of the event however the task goes on."""
+        values = self._hot.get(task_id)
+        if values is not None:
+            return (values["metadata"], values["task_type"], values["progress"])
+        packed = self._packed.get(task_id)
+        if packed is None:
+            return None
+        return (packed[_METADATA] or _EMPTY, packed[_TASK_TYPE], packed[_PROGRESS])
 
     def is_finished(self, task_id: str) -> bool:
         """True for a known task that reached its end (not rebuilt to answer)."""
-        info = self._hot.get(task_id)
-        if info is not None:
-            return info.__dict__["status"] in FINISHED
+        values = self._hot.get(task_id)
+        if values is not None:
+            return values["status"] in FINISHED
         packed = self._packed.get(task_id)
         return packed is not None and packed[_STATUS] in _FINISHED_VALUES
 
     def fold(self, event: TaskEvent) -> bool:
         """Fold ``event`` into its task, by :func:`apply`'s rules, in place of
         ``index[task_id] = apply(index.get(task_id), event)``: True when it
-        was folded, False when its version was folded already. The previous
-        ``TaskInfo`` is never changed; a packed task is folded from its
-        values without building the ``TaskInfo`` it had.
+        was folded, False when its version was folded already. A
+        ``TaskInfo`` read before is never changed.
 
         Raises:
             ValueError: when the first event of a task is not ``queued``.
         """
         e = event.__dict__
         task_id = e["task_id"]
-        info = self._hot.get(task_id)
-        if info is not None:
-            values = next_values(info.__dict__, e)
-            if values is None:
-                return False
-        else:
+        values = self._hot.get(task_id)
+        if values is None:
             packed = self._packed.get(task_id)
             if packed is not None:
                 if e["version"] <= packed[_VERSION]:
                     return False
                 del self._packed[task_id]
-            values = fold_values(
-                _unpacked_values(packed) if packed is not None else None, e
-            )
+                values = fold_values(_unpacked_values(packed), e)
+            else:
+                values = fold_values(None, e)
+        else:
+            version = e["version"]
+            if version <= values["version"]:
+                return False
+            FOLDS[e["type"]](values, e["at"], e["data"])
+            values["version"] = version
+        self._place(task_id, values)
+        return True
+
+    def fold_next(
+        self,
+        task_id: str,
+        type_: EventType,
+        at: dt.datetime,
+        data: dict[str, Any],
+    ) -> int:
+        """Fold the task's next event, made here from its parts, and return
+        the version it takes (1 for a new task): :meth:`fold` without a
+        ``TaskEvent``, for the journal that writes the event afterwards.
+
+        Raises:
+            ValueError: when the first event of a task is not ``queued``.
+        """
+        values = self._hot.get(task_id)
+        if values is None:
+            packed = self._packed.get(task_id)
+            if packed is None:
+                if type_ is not _QUEUED:
+                    raise missing_first(type_, task_id)
+                values = first_values(task_id, 1, at, data)
+                if self.pack_pending:
+                    self._packed[task_id] = _pack(values)
+                else:
+                    self._hot[task_id] = values
+                return 1
+            del self._packed[task_id]
+            values = _unpacked_values(packed)
+        version = values["version"] = values["version"] + 1
+        FOLDS[type_](values, at, data)
+        self._place(task_id, values)
+        return version
+
+    def _place(self, task_id: str, values: dict[str, Any]) -> None:
+        # A task's values after a fold: hot, or packed when pending tasks are
+        # packed; a finished task joins the queue of tasks to pack later.
+        if self._infos:
+            self._infos.pop(task_id, None)
         status = values["status"]
-        if status is TaskStatus.PENDING and self.pack_pending:
+        if status is _PENDING and self.pack_pending:
             self._hot.pop(task_id, None)
             self._packed[task_id] = _pack(values)
-            return True
-        self._hot[task_id] = build_info(values)
+            return
+        self._hot[task_id] = values
         if status in FINISHED:
             finished = self._finished
             finished.append(task_id)
             if len(finished) > self.hot_limit:
                 self._pack_oldest()
-        return True
 
     def _put(self, task_id: str, values: dict[str, Any]) -> None:
         # A task's new values, which the index owns from now on.
-        if self.pack_pending and values["status"] is TaskStatus.PENDING:
-            self._hot.pop(task_id, None)
-            self._packed[task_id] = _pack(values)
-        else:
-            self[task_id] = build_info(values)
+        self._packed.pop(task_id, None)
+        self._place(task_id, values)
 
     def __setitem__(self, task_id: str, info: TaskInfo) -> None:
-        if self._packed and task_id in self._packed:
-            del self._packed[task_id]
-        self._hot[task_id] = info
-        if info.__dict__["status"] in FINISHED:
-            finished = self._finished
-            finished.append(task_id)
-            if len(finished) > self.hot_limit:
-                self._pack_oldest()
+        self._packed.pop(task_id, None)
+        self._place(task_id, info.__dict__.copy())
+        if task_id in self._hot:
+            self._infos[task_id] = info
 
     def _pack_oldest(self) -> None:
         # An eighth of the hot limit at a time: one call per many tasks.
         finished, hot, packed = self._finished, self._hot, self._packed
+        infos = self._infos
         for _ in range(max(1, self.hot_limit // 8, len(finished) - self.hot_limit)):
             if not finished:
                 return
             task_id = finished.popleft()
-            info = hot.get(task_id)
-            if info is not None and info.__dict__["status"] in FINISHED:
+            values = hot.get(task_id)
+            if values is not None and values["status"] in FINISHED:
                 # A task finished twice (a newer attempt) is still in the
                 # deque later; packing it now is harmless, it unpacks equal.
                 del hot[task_id]
-                packed[task_id] = _pack(info.__dict__)
+                if infos:
+                    infos.pop(task_id, None)
+                packed[task_id] = _pack(values)
 
     def __delitem__(self, task_id: str) -> None:
+        self._infos.pop(task_id, None)
         if self._hot.pop(task_id, None) is None:
             del self._packed[task_id]
 
     def pop(self, task_id: str, default: TaskInfo | None = None) -> TaskInfo | None:
         """Remove and return the task's info, or ``default``."""
         info = self.get(task_id, default)
+        self._infos.pop(task_id, None)
         self._hot.pop(task_id, None)
         self._packed.pop(task_id, None)
         return info
 
     def values(self) -> Iterator[TaskInfo]:
         """Every task's info (packed ones rebuilt as they are read)."""
-        yield from list(self._hot.values())
+        for task_id in list(self._hot):
+            info = self.get(task_id)
+            if info is not None:
+                yield info
         for values in list(self._packed.values()):
             yield _unpack(values)
 
     def items(self) -> Iterator[tuple[str, TaskInfo]]:
         """``(task_id, info)`` pairs."""
-        yield from list(self._hot.items())
+        for task_id in list(self._hot):
+            info = self.get(task_id)
+            if info is not None:
+                yield task_id, info
         for task_id, values in list(self._packed.items()):
             yield task_id, _unpack(values)
 
@@ -287,8 +354,8 @@ class IndexLoader:
             active[task_id] = values
 
     def finish(self) -> None:
-        """Put the unfinished tasks in the index (as ``TaskInfo`` objects, or
-        packed when pending and the index packs pending tasks)."""
+        """Put the unfinished tasks in the index (hot, or packed when
+        pending and the index packs pending tasks)."""
         index = self._index
         for task_id, values in self._active.items():
             index._put(task_id, values)

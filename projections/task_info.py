@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -16,13 +16,16 @@ from pydantic import BaseModel, ConfigDict
 from engine.events import EventType, TaskEvent, copied_fields
 
 __all__ = [
+    "FOLDS",
     "STATUS_AFTER",
     "TaskInfo",
     "TaskStatus",
     "apply",
     "build_info",
+    "first_values",
     "fold",
     "fold_values",
+    "missing_first",
     "next_values",
 ]
 
@@ -113,15 +116,17 @@ def build_info(values: dict[str, Any]) -> TaskInfo:
 
 
 def _first(e: dict[str, Any]) -> TaskInfo:
-    return _build(_first_values(e))
+    return _build(first_values(e["task_id"], e["version"], e["at"], e["data"]))
 
 
-def _first_values(e: dict[str, Any]) -> dict[str, Any]:
-    data = e["data"]
+def first_values(
+    task_id: str, version: int, at: dt.datetime, data: dict[str, Any]
+) -> dict[str, Any]:
+    """A task's field values after its first (``queued``) event."""
     return {
-        "id": e["task_id"],
+        "id": task_id,
         "status": TaskStatus.PENDING,
-        "created_at": e["at"],
+        "created_at": at,
         "started_at": None,
         "completed_at": None,
         "result": None,
@@ -135,13 +140,14 @@ def _first_values(e: dict[str, Any]) -> dict[str, Any]:
         "priority": data.get("priority", 0),
         "attempt": data.get("attempt", 1),
         "error_type": None,
-        "version": e["version"],
+        "version": version,
     }
 
 
-def _missing_first(e: dict[str, Any]) -> ValueError:
+def missing_first(type_: EventType, task_id: str) -> ValueError:
+    """The error of a task whose first event is not ``queued``."""
     return ValueError(
-        f"Event {e['type'].value!r} of task {e['task_id']!r} arrived "
+        f"Event {type_.value!r} of task {task_id!r} arrived "
         "before its 'queued' event; the log is missing its first event."
     )
 
@@ -162,20 +168,21 @@ def fold_values(values: dict[str, Any] | None, e: dict[str, Any]) -> dict[str, A
     """
     if values is None:
         if e["type"] is EventType.QUEUED:
-            return _first_values(e)
-        raise _missing_first(e)
+            return first_values(e["task_id"], e["version"], e["at"], e["data"])
+        raise missing_first(e["type"], e["task_id"])
     version = e["version"]
     if version > values["version"]:
-        _FOLDS[e["type"]](values, e)
+        FOLDS[e["type"]](values, e["at"], e["data"])
         values["version"] = version
     return values
 
 
-# Each fold below sets the changed fields on ``values``, a fresh copy of the
-# previous state's values that apply() owns (the inputs are never mutated).
+# Each fold below sets the fields an event of its type changes on ``values``,
+# a dict its caller owns (apply() passes a fresh copy of the previous state's
+# values, so its inputs are never mutated), from the event's time and data.
 
 
-def _queued(values: dict[str, Any], e: dict[str, Any]) -> None:
+def _queued(values: dict[str, Any], at: dt.datetime, data: dict[str, Any]) -> None:
     # A new attempt of a known task: it is pending again.
     values["status"] = TaskStatus.PENDING
     values["started_at"] = None
@@ -183,47 +190,46 @@ def _queued(values: dict[str, Any], e: dict[str, Any]) -> None:
     values["error"] = None
     values["error_type"] = None
     values["progress"] = 0.0
-    values["attempt"] = e["data"].get("attempt", values["attempt"] + 1)
+    values["attempt"] = data.get("attempt", values["attempt"] + 1)
 
 
-def _started(values: dict[str, Any], e: dict[str, Any]) -> None:
+def _started(values: dict[str, Any], at: dt.datetime, data: dict[str, Any]) -> None:
     values["status"] = TaskStatus.RUNNING
-    values["started_at"] = e["at"]
-    attempt = e["data"].get("attempt")
+    values["started_at"] = at
+    attempt = data.get("attempt")
     if attempt is not None:
         values["attempt"] = attempt
 
 
-def _progress(values: dict[str, Any], e: dict[str, Any]) -> None:
-    values["progress"] = e["data"]["progress"]
+def _progress(values: dict[str, Any], at: dt.datetime, data: dict[str, Any]) -> None:
+    values["progress"] = data["progress"]
 
 
-def _completed(values: dict[str, Any], e: dict[str, Any]) -> None:
-    data = e["data"]
+def _completed(values: dict[str, Any], at: dt.datetime, data: dict[str, Any]) -> None:
     values["status"] = TaskStatus.COMPLETED
-    values["completed_at"] = e["at"]
+    values["completed_at"] = at
     values["result"] = data.get("result")
     values["progress"] = 1.0
     values["from_cache"] = data.get("from_cache", False)
 
 
-def _failed(values: dict[str, Any], e: dict[str, Any]) -> None:
-    data = e["data"]
+def _failed(values: dict[str, Any], at: dt.datetime, data: dict[str, Any]) -> None:
     values["status"] = TaskStatus.FAILED
-    values["completed_at"] = e["at"]
+    values["completed_at"] = at
     values["error"] = data.get("error")
     values["error_type"] = data.get("error_type")
 
 
-def _cancelled(values: dict[str, Any], e: dict[str, Any]) -> None:
-    data = e["data"]
+def _cancelled(values: dict[str, Any], at: dt.datetime, data: dict[str, Any]) -> None:
     values["status"] = TaskStatus.CANCELLED
-    values["completed_at"] = e["at"]
+    values["completed_at"] = at
     values["error"] = data.get("error", "cancelled")
     values["error_type"] = data.get("error_type", "CancelledError")
 
 
-_FOLDS = {
+#: The fold step of each event type: ``FOLDS[type](values, at, data)``.
+FoldStep = Callable[[dict[str, Any], dt.datetime, dict[str, Any]], None]
+FOLDS: dict[EventType, FoldStep] = {
     EventType.QUEUED: _queued,
     EventType.STARTED: _started,
     EventType.PROGRESS: _progress,
@@ -247,7 +253,7 @@ def apply(info: TaskInfo | None, event: TaskEvent) -> TaskInfo:
     if info is None:
         if e["type"] is EventType.QUEUED:
             return _first(e)
-        raise _missing_first(e)
+        raise missing_first(e["type"], e["task_id"])
     values = next_values(info.__dict__, e)
     return info if values is None else _build(values)
 
@@ -260,7 +266,7 @@ def next_values(before: dict[str, Any], e: dict[str, Any]) -> dict[str, Any] | N
     if version <= before["version"]:
         return None
     values = before.copy()
-    _FOLDS[e["type"]](values, e)
+    FOLDS[e["type"]](values, e["at"], e["data"])
     values["version"] = version
     return values
 

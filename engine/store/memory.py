@@ -91,23 +91,31 @@ class MemoryEventStore(EventStore):
         self._check_versions(events)
         return [self._add(event) for event in events]
 
-    def append_one(self, event: TaskEvent) -> int:
-        """Append a single event in place and return its position."""
+    def append_fields(
+        self,
+        task_id: str,
+        version: int,
+        type_: EventType,
+        at: Any,
+        data: dict[str, Any],
+    ) -> int:
+        """Append one event given by its fields, in place, and return its
+        position: the journal's path, which builds no ``TaskEvent``
+        (:meth:`event_at` builds one when it is read)."""
         if self._closed:
             raise StoreError("The memory store is closed; no more appends.")
-        e = event.__dict__  # fields without the model's attribute hook
-        task_id = e["task_id"]
         last = self._last.get(task_id, 0)
-        version = e["version"]
         if version != (self._versions[last - 1] + 1 if last else 1):
-            self._check_versions((event,))
+            self._check_versions(
+                (TaskEvent.build(None, task_id, version, type_, at, data),)
+            )
         # _add, inlined: this runs once per event of every task.
         task_ids = self._task_ids
         task_ids.append(task_id)
         self._versions.append(version)
-        self._types.append(_TYPE_CODE[e["type"]])
-        self._ats.append(e["at"])
-        self._datas.append(_compact(e["data"]))
+        self._types.append(_TYPE_CODE[type_])
+        self._ats.append(at)
+        self._datas.append(_compact(data))
         self._previous.append(last)
         position = self._last[task_id] = len(task_ids)
         return position
@@ -138,6 +146,43 @@ class MemoryEventStore(EventStore):
                     version=event.version,
                 )
             expected[task_id] += 1
+
+    def event_at(self, position: int) -> TaskEvent:
+        """The event at ``position`` (a new object at each call)."""
+        return self._event(position)
+
+    def task_id_at(self, position: int) -> str:
+        """The task id of the event at ``position``."""
+        return self._task_ids[position - 1]
+
+    def _lineage(self, position: int) -> list[int]:
+        # The positions of the task's events up to ``position``, oldest first.
+        positions = []
+        previous = self._previous
+        while position:
+            positions.append(position)
+            position = previous[position - 1]
+        positions.reverse()
+        return positions
+
+    def task_metadata_at(self, position: int) -> dict[str, Any] | None:
+        """The metadata the task of the event at ``position`` was queued
+        with (its first event's), without building any event."""
+        first = self._lineage(position)[0]
+        return _expand(self._datas[first - 1]).get("metadata")
+
+    def task_values_at(self, position: int) -> dict[str, Any]:
+        """The task's field values right after the event at ``position``:
+        its events up to that one, folded."""
+        # Imported here: projections import engine.events, whose package
+        # imports this module.
+        from projections.task_info import fold_values
+
+        values: dict[str, Any] | None = None
+        for p in self._lineage(position):
+            values = fold_values(values, self._event(p).__dict__)
+        assert values is not None
+        return values
 
     def _event(self, position: int) -> TaskEvent:
         index = position - 1

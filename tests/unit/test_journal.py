@@ -22,7 +22,7 @@ class RemoteLikeStore(MemoryEventStore):
     PostgreSQL store does), with scripted failures."""
 
     append_now = None  # type: ignore[assignment]
-    append_one = None  # type: ignore[assignment]
+    append_fields = None  # type: ignore[assignment]
 
     def __init__(self) -> None:
         super().__init__()
