@@ -36,6 +36,11 @@ class TaskQueue:
         if self._getters:
             self._wake_one()
 
+    def get_nowait(self) -> str | None:
+        """The next task id, or None when the queue is empty (no coroutine
+        to create and await when there is work)."""
+        return self._take() if self._size else None
+
     async def get(self) -> str:
         """The next task id, waiting while the queue is empty."""
         while not self._size:

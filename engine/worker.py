@@ -308,8 +308,11 @@ class AsyncTaskWorker(FuturesMixin):
     async def _pool_worker(self) -> None:
         me = asyncio.current_task()
         assert me is not None
+        queue = self._queue
         while self.running:
-            task_id = await self._queue.get()
+            task_id = queue.get_nowait()
+            if task_id is None:
+                task_id = await queue.get()
             run = self._runs.get(task_id)
             if run is None or run.finished or run.taken:
                 continue
@@ -593,8 +596,13 @@ class AsyncTaskWorker(FuturesMixin):
         run.completed = True
         self._settle(run, EventType.COMPLETED, data)
         self.counters["completed"] += 1
-        if run.waiters is not None:
-            for waiter in waiting(run):
+        waiters = run.waiters
+        if waiters is not None:
+            if not isinstance(waiters, list):
+                if not waiters.done():
+                    waiters.set_result(result)
+                return
+            for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(result)
 

@@ -38,7 +38,7 @@ __all__ = ["Context", "IndexLoader", "TaskInfoIndex"]
 
 #: What a published event's message needs of its task, taken when the event
 #: is published: ``(metadata, task_type, progress)``.
-Context = tuple[dict[str, Any], "str | None", float]
+Context = tuple["dict[str, Any] | None", "str | None", float]
 
 _FIELDS = tuple(TaskInfo.model_fields)
 
@@ -50,7 +50,6 @@ _TASK_TYPE = _FIELDS.index("task_type")
 _PROGRESS = _FIELDS.index("progress")
 _PENDING = TaskStatus.PENDING
 _QUEUED = EventType.QUEUED
-_EMPTY: dict[str, Any] = {}
 _STATUSES = {status.value: status for status in TaskStatus}
 _FINISHED_VALUES = frozenset(status.value for status in FINISHED)
 
@@ -85,7 +84,7 @@ def _unpacked_values(packed: tuple[Any, ...]) -> dict[str, Any]:
         "result": result,
         "error": error,
         "progress": progress,
-        "metadata": metadata if metadata is not None else {},
+        "metadata": metadata,
         "from_cache": from_cache,
         "task_type": task_type,
         "priority": priority,
@@ -175,7 +174,7 @@ class TaskInfoIndex:
         packed = self._packed.get(task_id)
         if packed is None:
             return None
-        return (packed[_METADATA] or _EMPTY, packed[_TASK_TYPE], packed[_PROGRESS])
+        return (packed[_METADATA], packed[_TASK_TYPE], packed[_PROGRESS])
 
     def is_finished(self, task_id: str) -> bool:
         """True for a known task that reached its end (not rebuilt to answer)."""

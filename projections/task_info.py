@@ -107,7 +107,11 @@ def _build(values: dict[str, Any]) -> TaskInfo:
 
 
 def build_info(values: dict[str, Any]) -> TaskInfo:
-    """A :class:`TaskInfo` from trusted field values, without validation."""
+    """A :class:`TaskInfo` from trusted field values, without validation; it
+    owns ``values`` from now on. Metadata None (as :func:`first_values`
+    gives for a task queued without any) becomes a new empty dict."""
+    if values["metadata"] is None:
+        values["metadata"] = {}
     return _build(values)
 
 
@@ -116,13 +120,14 @@ def build_info(values: dict[str, Any]) -> TaskInfo:
 
 
 def _first(e: dict[str, Any]) -> TaskInfo:
-    return _build(first_values(e["task_id"], e["version"], e["at"], e["data"]))
+    return build_info(first_values(e["task_id"], e["version"], e["at"], e["data"]))
 
 
 def first_values(
     task_id: str, version: int, at: dt.datetime, data: dict[str, Any]
 ) -> dict[str, Any]:
-    """A task's field values after its first (``queued``) event."""
+    """A task's field values after its first (``queued``) event (metadata
+    None when it has none: see :func:`build_info`)."""
     return {
         "id": task_id,
         "status": TaskStatus.PENDING,
@@ -132,9 +137,10 @@ def first_values(
         "result": None,
         "error": None,
         "progress": 0.0,
-        # Each task its own dict, even an empty one: a caller changing
-        # one task's metadata never changes another's.
-        "metadata": data.get("metadata") or {},
+        # None for no metadata: build_info() gives each TaskInfo its own
+        # empty dict, so a caller changing one task's metadata never changes
+        # another's, and a task without metadata costs no dict until read.
+        "metadata": data.get("metadata") or None,
         "from_cache": False,
         "task_type": data.get("task_type"),
         "priority": data.get("priority", 0),

@@ -26,7 +26,9 @@ _SHAPES: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 def _compact(data: dict[str, Any]) -> Any:
     """A small payload as ``(keys, *values)``: a third of a dict's size. The
-    key tuple is shared by every payload of the same shape."""
+    key tuple is shared by every payload of the same shape, and a payload of
+    strings, ints and None is shared by every event that has it (a task's
+    ``started`` payload, say, or ``{"result": None}``)."""
     if not data:
         return None
     if len(data) > 4 or type(data) is not dict:
@@ -37,7 +39,23 @@ def _compact(data: dict[str, Any]) -> Any:
         if len(_SHAPES) >= 1024:
             return data
         shape = _SHAPES.setdefault(keys, keys)
-    return (shape, *data.values())
+    compact = (shape, *data.values())
+    for value in data.values():
+        # Only values equal to nothing of another type: 1 == 1.0 == True.
+        kind = type(value)
+        if kind is not str and kind is not int and value is not None:
+            return compact
+    shared = _SHARED.get(compact)
+    if shared is not None:
+        return shared
+    if len(_SHARED) >= 4096:
+        _SHARED.clear()  # the payloads in use come back at once
+    _SHARED[compact] = compact
+    return compact
+
+
+# Payloads of atomic values, each kept once (see _compact).
+_SHARED: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 
 
 def _expand(stored: Any) -> dict[str, Any]:
