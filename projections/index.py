@@ -26,8 +26,8 @@ from engine.events import EventType, TaskEvent
 from projections.task_info import (
     FINISHED,
     FOLDS,
+    PENDING,
     TaskInfo,
-    TaskStatus,
     build_info,
     first_values,
     fold_values,
@@ -48,22 +48,17 @@ _METADATA = _FIELDS.index("metadata")
 _VERSION = _FIELDS.index("version")
 _TASK_TYPE = _FIELDS.index("task_type")
 _PROGRESS = _FIELDS.index("progress")
-_PENDING = TaskStatus.PENDING
+_PENDING = PENDING
 _QUEUED = EventType.QUEUED
-_STATUSES = {status.value: status for status in TaskStatus}
 _FINISHED_VALUES = frozenset(status.value for status in FINISHED)
 
 
 def _pack(values: dict[str, Any]) -> tuple[Any, ...]:
-    # A task's field values (in field order) with the status as its string
-    # and empty metadata as None: a tuple of atomic values only, which the
-    # garbage collector stops tracking, so a large projection does not slow
-    # every full collection down.
-    packed = list(values.values())
-    packed[_STATUS] = packed[_STATUS].value
-    if not packed[_METADATA]:
-        packed[_METADATA] = None
-    return tuple(packed)
+    # A task's field values in field order (the fold writes the status as
+    # its string, and a task without metadata has None): a tuple of atomic
+    # values only, which the garbage collector stops tracking, so a large
+    # projection does not slow every full collection down.
+    return tuple(values.values())
 
 
 def _unpacked_values(packed: tuple[Any, ...]) -> dict[str, Any]:
@@ -77,7 +72,7 @@ def _unpacked_values(packed: tuple[Any, ...]) -> dict[str, Any]:
     ) = packed  # fmt: skip
     return {
         "id": id_,
-        "status": _STATUSES[status],
+        "status": status,
         "created_at": created_at,
         "started_at": started_at,
         "completed_at": completed_at,
@@ -253,7 +248,7 @@ class TaskInfoIndex:
         if self._infos:
             self._infos.pop(task_id, None)
         status = values["status"]
-        if status is _PENDING and self.pack_pending:
+        if status == _PENDING and self.pack_pending:
             self._hot.pop(task_id, None)
             self._packed[task_id] = _pack(values)
             return
@@ -271,7 +266,11 @@ class TaskInfoIndex:
 
     def __setitem__(self, task_id: str, info: TaskInfo) -> None:
         self._packed.pop(task_id, None)
-        self._place(task_id, info.__dict__.copy())
+        values = info.__dict__.copy()
+        values["status"] = values["status"].value  # as the fold writes it
+        if not values["metadata"]:
+            values["metadata"] = None
+        self._place(task_id, values)
         if task_id in self._hot:
             self._infos[task_id] = info
 

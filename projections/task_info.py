@@ -53,6 +53,16 @@ STATUS_AFTER: dict[EventType, str] = {
 
 FINISHED = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 
+# The statuses as the fold writes them into field values: plain strings, so
+# a task's values hold no object the garbage collector has to follow (a dict
+# of atomic values is untracked). A TaskInfo gets the TaskStatus member.
+_STATUS_MEMBERS: dict[str, TaskStatus] = {status.value: status for status in TaskStatus}
+PENDING = TaskStatus.PENDING.value
+_RUNNING = TaskStatus.RUNNING.value
+_COMPLETED = TaskStatus.COMPLETED.value
+_FAILED = TaskStatus.FAILED.value
+_CANCELLED = TaskStatus.CANCELLED.value
+
 
 class TaskInfo(BaseModel):
     """What is known of one task, folded from its events.
@@ -98,6 +108,9 @@ _set_attr = object.__setattr__
 
 
 def _build(values: dict[str, Any]) -> TaskInfo:
+    # The fold writes statuses as strings (see PENDING); a TaskInfo holds
+    # the TaskStatus member.
+    values["status"] = _STATUS_MEMBERS[values["status"]]
     info = TaskInfo.__new__(TaskInfo)
     _set_attr(info, "__dict__", values)
     _set_attr(info, "__pydantic_fields_set__", _ALL_FIELDS)
@@ -108,8 +121,9 @@ def _build(values: dict[str, Any]) -> TaskInfo:
 
 def build_info(values: dict[str, Any]) -> TaskInfo:
     """A :class:`TaskInfo` from trusted field values, without validation; it
-    owns ``values`` from now on. Metadata None (as :func:`first_values`
-    gives for a task queued without any) becomes a new empty dict."""
+    owns ``values`` from now on. The status may be its string (as the fold
+    writes it); metadata None (as :func:`first_values` gives for a task
+    queued without any) becomes a new empty dict."""
     if values["metadata"] is None:
         values["metadata"] = {}
     return _build(values)
@@ -130,7 +144,7 @@ def first_values(
     None when it has none: see :func:`build_info`)."""
     return {
         "id": task_id,
-        "status": TaskStatus.PENDING,
+        "status": PENDING,
         "created_at": at,
         "started_at": None,
         "completed_at": None,
@@ -190,7 +204,7 @@ def fold_values(values: dict[str, Any] | None, e: dict[str, Any]) -> dict[str, A
 
 def _queued(values: dict[str, Any], at: dt.datetime, data: dict[str, Any]) -> None:
     # A new attempt of a known task: it is pending again.
-    values["status"] = TaskStatus.PENDING
+    values["status"] = PENDING
     values["started_at"] = None
     values["completed_at"] = None
     values["error"] = None
@@ -200,7 +214,7 @@ def _queued(values: dict[str, Any], at: dt.datetime, data: dict[str, Any]) -> No
 
 
 def _started(values: dict[str, Any], at: dt.datetime, data: dict[str, Any]) -> None:
-    values["status"] = TaskStatus.RUNNING
+    values["status"] = _RUNNING
     values["started_at"] = at
     attempt = data.get("attempt")
     if attempt is not None:
@@ -212,7 +226,7 @@ def _progress(values: dict[str, Any], at: dt.datetime, data: dict[str, Any]) -> 
 
 
 def _completed(values: dict[str, Any], at: dt.datetime, data: dict[str, Any]) -> None:
-    values["status"] = TaskStatus.COMPLETED
+    values["status"] = _COMPLETED
     values["completed_at"] = at
     values["result"] = data.get("result")
     values["progress"] = 1.0
@@ -220,14 +234,14 @@ def _completed(values: dict[str, Any], at: dt.datetime, data: dict[str, Any]) ->
 
 
 def _failed(values: dict[str, Any], at: dt.datetime, data: dict[str, Any]) -> None:
-    values["status"] = TaskStatus.FAILED
+    values["status"] = _FAILED
     values["completed_at"] = at
     values["error"] = data.get("error")
     values["error_type"] = data.get("error_type")
 
 
 def _cancelled(values: dict[str, Any], at: dt.datetime, data: dict[str, Any]) -> None:
-    values["status"] = TaskStatus.CANCELLED
+    values["status"] = _CANCELLED
     values["completed_at"] = at
     values["error"] = data.get("error", "cancelled")
     values["error_type"] = data.get("error_type", "CancelledError")

@@ -20,26 +20,19 @@ from engine.store.base import EventStore
 __all__ = ["MemoryEventStore"]
 
 _TYPES = list(EventType)
-# Key tuples shared by every payload of the same shape.
-_SHAPES: dict[tuple[str, ...], tuple[str, ...]] = {}
+_TYPE_CODE = {type_: code for code, type_ in enumerate(_TYPES)}
 
 
 def _compact(data: dict[str, Any]) -> Any:
-    """A small payload as ``(keys, *values)``: a third of a dict's size. The
-    key tuple is shared by every payload of the same shape, and a payload of
-    strings, ints and None is shared by every event that has it (a task's
-    ``started`` payload, say, or ``{"result": None}``)."""
+    """A small payload as one tuple of its keys, then its values: a third
+    of a dict's size. A payload of strings, ints and None is kept once and
+    shared by every event that has it (a task's ``started`` payload, say,
+    or ``{"result": None}``)."""
     if not data:
         return None
     if len(data) > 4 or type(data) is not dict:
         return data
-    keys = tuple(data)
-    shape = _SHAPES.get(keys)
-    if shape is None:
-        if len(_SHAPES) >= 1024:
-            return data
-        shape = _SHAPES.setdefault(keys, keys)
-    compact = (shape, *data.values())
+    compact = (*data, *data.values())
     for value in data.values():
         # Only values equal to nothing of another type: 1 == 1.0 == True.
         kind = type(value)
@@ -62,17 +55,16 @@ def _expand(stored: Any) -> dict[str, Any]:
     if stored is None:
         return {}
     if type(stored) is tuple:
-        return dict(zip(stored[0], stored[1:], strict=True))
+        half = len(stored) // 2
+        return dict(zip(stored[:half], stored[half:], strict=True))
     return stored  # type: ignore[no-any-return]
-
-
-_TYPE_CODE = {type_: code for code, type_ in enumerate(_TYPES)}
 
 
 class MemoryEventStore(EventStore):
     """An :class:`EventStore` in Python lists; payloads are kept as objects.
 
-    The log is stored by column (ids, versions, type codes, times, payloads):
+    The log is stored by column (ids, versions with type codes, times,
+    payloads, links to the task's previous event):
     a list of per-event tuples would be traversed by every full garbage
     collection, because a tuple holding a dict is never untracked, and
     those traversals cost a quarter of the run time of a large log.
@@ -83,14 +75,14 @@ class MemoryEventStore(EventStore):
 
     def __init__(self) -> None:
         self._task_ids: list[str] = []
-        self._versions = array("l")
-        self._types = bytearray()
+        # version * 8 + the type's code, one number per event.
+        self._versions = array("q")
         self._ats: list[Any] = []
         self._datas: list[Any] = []
         # Each task's last position; each event links to its task's
         # previous one (0 for the first), so an append allocates nothing.
         self._last: dict[str, int] = {}
-        self._previous = array("l")
+        self._previous = array("q")
         self._closed = False
 
     async def open(self) -> None:
@@ -123,15 +115,14 @@ class MemoryEventStore(EventStore):
         if self._closed:
             raise StoreError("The memory store is closed; no more appends.")
         last = self._last.get(task_id, 0)
-        if version != (self._versions[last - 1] + 1 if last else 1):
+        if version != ((self._versions[last - 1] >> 3) + 1 if last else 1):
             self._check_versions(
                 (TaskEvent.build(None, task_id, version, type_, at, data),)
             )
         # _add, inlined: this runs once per event of every task.
         task_ids = self._task_ids
         task_ids.append(task_id)
-        self._versions.append(version)
-        self._types.append(_TYPE_CODE[type_])
+        self._versions.append(version << 3 | _TYPE_CODE[type_])
         self._ats.append(at)
         self._datas.append(_compact(data))
         self._previous.append(last)
@@ -141,8 +132,7 @@ class MemoryEventStore(EventStore):
     def _add(self, event: TaskEvent) -> int:
         task_id = event.task_id
         self._task_ids.append(task_id)
-        self._versions.append(event.version)
-        self._types.append(_TYPE_CODE[event.type])
+        self._versions.append(event.version << 3 | _TYPE_CODE[event.type])
         self._ats.append(event.at)
         self._datas.append(_compact(event.data))
         self._previous.append(self._last.get(task_id, 0))
@@ -155,7 +145,7 @@ class MemoryEventStore(EventStore):
             task_id = event.task_id
             if task_id not in expected:
                 last = self._last.get(task_id, 0)
-                expected[task_id] = self._versions[last - 1] + 1 if last else 1
+                expected[task_id] = (self._versions[last - 1] >> 3) + 1 if last else 1
             if event.version != expected[task_id]:
                 raise ConcurrencyConflictError(
                     f"Task {task_id!r} cannot take version {event.version}: "
@@ -204,11 +194,12 @@ class MemoryEventStore(EventStore):
 
     def _event(self, position: int) -> TaskEvent:
         index = position - 1
+        coded = self._versions[index]
         return TaskEvent.build(
             position,
             self._task_ids[index],
-            self._versions[index],
-            _TYPES[self._types[index]],
+            coded >> 3,
+            _TYPES[coded & 7],
             self._ats[index],
             _expand(self._datas[index]),
         )

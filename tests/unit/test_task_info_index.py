@@ -254,3 +254,19 @@ def test_an_info_is_built_once_per_event_and_tasks_never_share_metadata():
     assert index["a"] is not first
     assert index["a"].status is TaskStatus.RUNNING
     assert first.status is TaskStatus.PENDING
+
+
+def test_hot_tasks_of_atomic_values_are_not_tracked_by_the_collector():
+    import gc
+
+    index = TaskInfoIndex()
+    index.fold_next("a", EventType.QUEUED, utcnow(), {"task_type": "t"})
+    index.fold_next("a", EventType.STARTED, utcnow(), {"attempt": 1})
+    gc.collect()
+
+    assert not gc.is_tracked(index._hot["a"])
+    assert index["a"].status is TaskStatus.RUNNING
+    index["b"] = index["a"].model_copy(update={"id": "b"})
+    gc.collect()
+    assert not gc.is_tracked(index._hot["b"])
+    assert index["b"].status is TaskStatus.RUNNING
