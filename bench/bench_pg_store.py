@@ -9,12 +9,12 @@ is compared with the store's part of it: fetching and decoding the log.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import datetime as dt
 import json
 import os
 import statistics
-import sys
 import time
 from collections.abc import Awaitable, Callable
 
@@ -27,9 +27,7 @@ from engine.store.pg_sql import APPEND as _APPEND
 from engine.store.pg_sql import COMMIT_ORDER_LOCK_KEY
 from engine.store.postgres import PostgresEventStore, asyncpg_dsn
 
-ADMIN_URL = (
-    sys.argv[1] if len(sys.argv) > 1 else ("postgresql://root@127.0.0.1:5432/postgres")
-)
+ADMIN_URL = "postgresql://root@127.0.0.1:5432/postgres"
 REPLAY_EVENTS = 1_000_000
 REBUILD_TARGET_PER_S = 150_000
 _UNLOCKED_APPEND = _APPEND.replace(
@@ -234,7 +232,9 @@ async def bench_rebuild(url: str) -> None:
     )
 
 
-async def main() -> None:
+async def main(admin_url: str) -> None:
+    global ADMIN_URL
+    ADMIN_URL = admin_url
     name = f"te_bench_{os.getpid()}"
     url = sa.engine.make_url(ADMIN_URL).set(
         drivername="postgresql+asyncpg", database=name
@@ -263,4 +263,13 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "admin_url",
+        nargs="?",
+        default=ADMIN_URL,
+        help="a PostgreSQL URL allowed to create databases (default: %(default)s)",
+    )
+    asyncio.run(main(parser.parse_args().admin_url))
