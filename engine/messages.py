@@ -103,24 +103,20 @@ def message_in(event: TaskEvent, context: Context | None) -> dict[str, Any]:
     return _message(event, task_type, progress, _group(event.task_id, metadata))
 
 
-# An event the memory store holds is published by its position: the event,
-# and the task's state it is rendered with, are read back from the store only
-# if the message is routed or rendered.
+# An event the memory store holds is published by its position and its
+# task's context: the event is read back from the store only if the message
+# is rendered.
 
 
-def group_at(store: MemoryEventStore, position: int) -> str:
-    """:func:`group_in` of the event the memory store holds at ``position``."""
-    return _group(store.task_id_at(position), store.task_metadata_at(position))
+def group_at(store: MemoryEventStore, position: int, context: Context | None) -> str:
+    """:func:`group_in` of the event the memory store holds at ``position``
+    (not read to answer)."""
+    task_id = store.task_id_at(position)
+    return _group(task_id, context[0] if context is not None else None)
 
 
-def message_at(store: MemoryEventStore, position: int) -> dict[str, Any]:
-    """:func:`message_in` of the event the memory store holds at
-    ``position``, with its task's state right after that event."""
-    event = store.event_at(position)
-    values = store.task_values_at(position)
-    return _message(
-        event,
-        values["task_type"],
-        values["progress"],
-        _group(event.task_id, values["metadata"]),
-    )
+def message_at(
+    store: MemoryEventStore, position: int, context: Context | None
+) -> dict[str, Any]:
+    """:func:`message_in` of the event the memory store holds at ``position``."""
+    return message_in(store.event_at(position), context)

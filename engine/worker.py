@@ -759,12 +759,13 @@ class AsyncTaskWorker(FuturesMixin):
 
     def _publish_at(self, position: int, task_id: str, infos: TaskInfoIndex) -> None:
         # An event the memory store appended in place: published by its
-        # position, read back from the store only if its message is needed.
+        # position and its task's context now, the event read back from the
+        # store only if its message is rendered.
         publish = self._publish
         if publish is None:
             return
         try:
-            publish(group_at, message_at, self._store, position)
+            publish(group_at, message_at, self._store, position, infos.context(task_id))
         except Exception:  # noqa: BLE001 - a subscriber never breaks the log
             self._publish_failed(task_id)
 

@@ -23,32 +23,41 @@ _TYPES = list(EventType)
 _TYPE_CODE = {type_: code for code, type_ in enumerate(_TYPES)}
 
 
-def _compact(data: dict[str, Any]) -> Any:
+def _compact(data: dict[str, Any], shared: dict[tuple[Any, ...], Any]) -> Any:
     """A small payload as one tuple of its keys, then its values: a third
-    of a dict's size. A payload of strings, ints and None is kept once and
-    shared by every event that has it (a task's ``started`` payload, say,
-    or ``{"result": None}``)."""
+    of a dict's size. A payload of short strings, 64-bit ints and None is
+    kept once in ``shared`` (the store's own table) and used by every event
+    that has it (a task's ``started`` payload, say, or ``{"result": None}``)."""
     if not data:
         return None
     if len(data) > 4 or type(data) is not dict:
         return data
     compact = (*data, *data.values())
     for value in data.values():
-        # Only values equal to nothing of another type: 1 == 1.0 == True.
+        # Only values equal to nothing of another type (1 == 1.0 == True),
+        # and small: the table must not keep a large result alive.
         kind = type(value)
-        if kind is not str and kind is not int and value is not None:
+        if kind is str:
+            if len(value) > _SHARED_TEXT:
+                return compact
+        elif kind is int:
+            if not -_SHARED_INT <= value < _SHARED_INT:
+                return compact
+        elif value is not None:
             return compact
-    shared = _SHARED.get(compact)
-    if shared is not None:
-        return shared
-    if len(_SHARED) >= 4096:
-        _SHARED.clear()  # the payloads in use come back at once
-    _SHARED[compact] = compact
+    known = shared.get(compact)
+    if known is not None:
+        return known
+    if len(shared) >= _SHARED_ENTRIES:
+        shared.clear()  # the payloads in use come back at once
+    shared[compact] = compact
     return compact
 
 
-# Payloads of atomic values, each kept once (see _compact).
-_SHARED: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+# What a store's table of shared payloads holds at most (see _compact).
+_SHARED_ENTRIES = 4096
+_SHARED_TEXT = 64
+_SHARED_INT = 2**63
 
 
 def _expand(stored: Any) -> dict[str, Any]:
@@ -83,6 +92,8 @@ class MemoryEventStore(EventStore):
         # previous one (0 for the first), so an append allocates nothing.
         self._last: dict[str, int] = {}
         self._previous = array("q")
+        # Payloads of small atomic values, each kept once (see _compact).
+        self._shared: dict[tuple[Any, ...], Any] = {}
         self._closed = False
 
     async def open(self) -> None:
@@ -124,7 +135,7 @@ class MemoryEventStore(EventStore):
         task_ids.append(task_id)
         self._versions.append(version << 3 | _TYPE_CODE[type_])
         self._ats.append(at)
-        self._datas.append(_compact(data))
+        self._datas.append(_compact(data, self._shared))
         self._previous.append(last)
         position = self._last[task_id] = len(task_ids)
         return position
@@ -134,7 +145,7 @@ class MemoryEventStore(EventStore):
         self._task_ids.append(task_id)
         self._versions.append(event.version << 3 | _TYPE_CODE[event.type])
         self._ats.append(event.at)
-        self._datas.append(_compact(event.data))
+        self._datas.append(_compact(event.data, self._shared))
         self._previous.append(self._last.get(task_id, 0))
         position = self._last[task_id] = len(self._task_ids)
         return position
@@ -162,35 +173,6 @@ class MemoryEventStore(EventStore):
     def task_id_at(self, position: int) -> str:
         """The task id of the event at ``position``."""
         return self._task_ids[position - 1]
-
-    def _lineage(self, position: int) -> list[int]:
-        # The positions of the task's events up to ``position``, oldest first.
-        positions = []
-        previous = self._previous
-        while position:
-            positions.append(position)
-            position = previous[position - 1]
-        positions.reverse()
-        return positions
-
-    def task_metadata_at(self, position: int) -> dict[str, Any] | None:
-        """The metadata the task of the event at ``position`` was queued
-        with (its first event's), without building any event."""
-        first = self._lineage(position)[0]
-        return _expand(self._datas[first - 1]).get("metadata")
-
-    def task_values_at(self, position: int) -> dict[str, Any]:
-        """The task's field values right after the event at ``position``:
-        its events up to that one, folded."""
-        # Imported here: projections import engine.events, whose package
-        # imports this module.
-        from projections.task_info import fold_values
-
-        values: dict[str, Any] | None = None
-        for p in self._lineage(position):
-            values = fold_values(values, self._event(p).__dict__)
-        assert values is not None
-        return values
 
     def _event(self, position: int) -> TaskEvent:
         index = position - 1

@@ -138,6 +138,23 @@ async def test_integers_beyond_64_bits_and_floats_keep_their_type(store):
     assert type(event.data["float"]) is float
 
 
+async def test_floats_read_back_as_the_same_floats(store):
+    # jsonb keeps a number's digits, not its type: 1e16 would come back as
+    # an int and -0.0 as 0.0 unless the codec wraps them.
+    floats = [1e16, -1e16, 1e20, 1.5e300, 9007199254740992.0, 1e15, -0.0, 0.0,
+              1.0, 0.1, 1e-7, 5e-324, float("nan"), float("-inf")]  # fmt: skip
+    await store.append([_event("a", 1, values=floats, alone=-0.0)])
+
+    (event,) = await store.read_task("a")
+    (fields,) = [f async for batch in store.iter_fields() for f in batch]
+
+    for data in (event.data, fields["data"]):
+        read = data["values"] + [data["alone"]]
+        for wrote, got in zip(floats + [-0.0], read, strict=True):
+            assert type(got) is float
+            assert repr(got) == repr(wrote)
+
+
 async def test_iter_fields_gives_every_event_as_its_fields_in_batches(store):
     await store.append([_event(f"f{i}", 1, payload=[i, "x"]) for i in range(7)])
     await store.append([_event("f0", 2, EventType.STARTED, attempt=1)])

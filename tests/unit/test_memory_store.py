@@ -54,15 +54,68 @@ async def test_append_fields_checks_versions_and_the_closed_store():
     assert await store.last_position() == 2
 
 
-async def test_a_task_state_is_read_back_as_of_any_of_its_events():
-    store = MemoryEventStore()
-    _queue(store, "t", {"task_type": "t", "metadata": {"group_id": "g"}})
-    store.append_fields("t", 2, EventType.STARTED, utcnow(), {"attempt": 1})
-    store.append_fields("t", 3, EventType.PROGRESS, utcnow(), {"progress": 0.5})
-    store.append_fields("t", 4, EventType.FAILED, utcnow(), {"error": "x"})
+async def test_large_values_are_not_shared_and_stores_share_nothing():
+    big = "x" * 1000
+    one, other = MemoryEventStore(), MemoryEventStore()
+    _queue(one, "a", {"result": big})
+    _queue(one, "b", {"result": big})
+    _queue(one, "c", {"result": 2**70})
+    _queue(other, "a", {"result": "small"})
+    _queue(one, "d", {"result": "small"})
 
-    assert store.task_metadata_at(4) == {"group_id": "g"}
-    assert store.task_values_at(2)["progress"] == 0.0
-    assert store.task_values_at(4)["progress"] == 0.5
-    assert store.task_values_at(4)["status"] == "failed"
-    assert store.task_id_at(3) == "t"
+    assert one._datas[0] is not one._datas[1]
+    assert all(big not in key for key in one._shared)
+    assert all(2**70 not in key for key in one._shared)
+    assert other._datas[0] is not one._datas[3]
+    assert (await one.read_task("c"))[0].data == {"result": 2**70}
+
+
+class CountingStore(MemoryEventStore):
+    """Counts the events it builds for readers."""
+
+    built = 0
+
+    def _event(self, position):
+        self.built += 1
+        return super()._event(position)
+
+
+async def test_a_long_task_message_reads_only_its_own_event():
+    # A message is rendered from its event and the context taken at publish
+    # time, never by replaying the task's events (a long task made that
+    # quadratic).
+    import asyncio
+
+    from engine import AsyncTaskWorker, EventManager
+
+    manager = EventManager(max_recent_events=10)
+    store = CountingStore()
+    release = asyncio.Event()
+    reported = asyncio.Event()
+
+    async def chatty(n, progress_callback=None):
+        progress_callback.min_interval_s = 0
+        for k in range(n):
+            progress_callback((k % 2) * 0.5 + 0.25)
+        reported.set()
+        await release.wait()
+        raise ValueError("late failure")
+
+    async with AsyncTaskWorker(store=store, event_manager=manager) as worker:
+        task_id = await worker.add_task(chatty, 2_000, metadata={"group_id": "g"})
+        await reported.wait()
+        assert await store.last_position() == 2_002
+        recent = manager.get_recent_events()
+        built = store.built
+        release.set()
+        with pytest.raises(Exception, match="late failure"):
+            await worker.get_task_future(task_id)
+        last = manager.get_recent_events()[-1]
+
+    assert built == 10
+    assert [e["type"] for e in recent] == ["progress"] * 10
+    assert recent[-1]["version"] == 2_002
+    assert last["type"] == "failed"
+    assert last["group_id"] == "g"
+    assert last["progress"] == 0.75
+    assert last["task_type"].endswith("chatty")
