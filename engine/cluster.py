@@ -34,12 +34,16 @@ from engine.events import EventType, TaskEvent
 from engine.exceptions import ConcurrencyConflictError, StoreError
 from engine.executor import TaskRun, run_from_queued, waiting
 from engine.registry import find_task
+from projections.index import Context
 from projections.task_info import TaskInfo, apply
 
 if TYPE_CHECKING:
     from engine.worker import AsyncTaskWorker
 
 __all__ = ["DEFAULT_HEARTBEAT_S", "DEFAULT_LEASE_S", "Cluster"]
+
+# Not an event recorded by this node (see Cluster._deliver).
+_NOT_OWN = object()
 
 logger = logging.getLogger(__name__)
 
@@ -358,16 +362,28 @@ class Cluster:
             self._deliver(batch)
 
     def _deliver(self, batch: list[TaskEvent]) -> None:
-        fold = self._journal.infos.fold
+        infos = self._journal.infos
+        fold, context_of = infos.fold, infos.context
+        own = self._journal.own_contexts
+        assert own is not None
         fresh = []
+        contexts: list[Context | None] = []
         for event in batch:
+            if own:
+                # Recorded here, folded then: published with its context of
+                # that moment, even if the task was forgotten since.
+                context = own.pop((event.task_id, event.version), _NOT_OWN)
+                if context is not _NOT_OWN:
+                    contexts.append(context)  # type: ignore[arg-type]
+                    continue
             try:
-                if fold(event):  # False for our own events, folded already
+                if fold(event):  # False for events folded already (claims)
                     fresh.append(event)
             except ValueError:
                 # Our fold of this task was voided by a conflict: refold it.
                 self._spawn(self._refold(event.task_id))
-        self._worker._published(batch)
+            contexts.append(context_of(event.task_id))
+        self._worker._published(batch, contexts)
         for event in fresh:
             self._react(event)
         if self._watchers:

@@ -23,7 +23,7 @@ from engine.exceptions import (
     StoreUnavailableError,
 )
 from engine.store.base import EventStore
-from projections.index import TaskInfoIndex
+from projections.index import Context, TaskInfoIndex
 
 __all__ = ["Journal"]
 
@@ -73,6 +73,13 @@ class Journal:
             store, "append_fields", None
         )
         self._pending: list[TaskEvent] = []
+        # The batch an awaited append is writing (taken out of _pending).
+        self._writing: list[TaskEvent] = []
+        #: In a cluster (set by it): the context of each event recorded
+        #: here, by (task id, version), from its recording until the log's
+        #: tail publishes it. A message says what was true when the event
+        #: happened, and unsettled() knows the task is still in flight.
+        self.own_contexts: dict[tuple[str, int], Context | None] | None = None
         self._commit: asyncio.Future[None] | None = None
         self._scheduled = False
         self._flusher: asyncio.Task[None] | None = None
@@ -106,6 +113,9 @@ class Journal:
             self._on_appended(position, task_id, infos)
             return
         self._pending.append(_build_event(None, task_id, version, type_, at, data))
+        own = self.own_contexts
+        if own is not None:
+            own[(task_id, version)] = infos.context(task_id)
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._kick)
@@ -135,6 +145,16 @@ class Journal:
         if self._commit is None:
             self._commit = asyncio.get_running_loop().create_future()
         return self._commit
+
+    def unsettled(self) -> set[str]:
+        """Ids of the tasks with an event recorded here that is not yet in
+        the log or, in a cluster, not yet published by the tail: a task
+        the projection must not forget yet."""
+        tasks = {event.task_id for event in self._pending}
+        tasks.update(event.task_id for event in self._writing)
+        if self.own_contexts:
+            tasks.update(task_id for task_id, _version in self.own_contexts)
+        return tasks
 
     def take_rejection(self, task_id: str) -> BaseException | None:
         """The error that kept ``task_id``'s events out of the log, if any."""
@@ -204,11 +224,18 @@ class Journal:
                 self._reject(group, exc)
 
     async def _drain(self) -> None:
+        try:
+            await self._drain_pending()
+        finally:
+            self._writing = []
+
+    async def _drain_pending(self) -> None:
         delay_s = self._retry_delay_s
         after_outage = False
         while self._pending:
             batch, commit = self._take()
             batch, rest = batch[: self._max_batch], batch[self._max_batch :]
+            self._writing = batch
             if rest:
                 self._pending[:0] = rest
                 if commit is not None:
@@ -277,6 +304,7 @@ class Journal:
     def _reject(self, group: list[TaskEvent], exc: StoreError) -> None:
         task_id = group[0].task_id
         self.rejected[task_id] = exc
+        self._disown(group)
         if isinstance(exc, ConcurrencyConflictError):
             # Another writer owns these versions: our fold of them is void,
             # and so is every later event of the task still waiting here (it
@@ -284,6 +312,7 @@ class Journal:
             # from the log.
             self.infos.pop(task_id, None)
             if self._pending:
+                self._disown([e for e in self._pending if e.task_id == task_id])
                 self._pending = [e for e in self._pending if e.task_id != task_id]
         conflict = isinstance(exc, ConcurrencyConflictError)
         # A conflict is a race its caller resolves (a cancel meeting another
@@ -301,6 +330,13 @@ class Journal:
         )
         if self.on_rejected is not None:
             self.on_rejected(task_id, exc)
+
+    def _disown(self, events: list[TaskEvent]) -> None:
+        # Events that will never reach the log: no tail will publish them.
+        own = self.own_contexts
+        if own:
+            for event in events:
+                own.pop((event.task_id, event.version), None)
 
     def _committed(self, batch: Sequence[TaskEvent], positions: list[int]) -> None:
         self.appended_events += len(batch)

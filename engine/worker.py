@@ -41,7 +41,7 @@ from engine.queue import TaskQueue
 from engine.recovery import replay_and_resume
 from engine.registry import resolve_task
 from engine.store import EventStore, make_store
-from projections.index import TaskInfoIndex
+from projections.index import Context, TaskInfoIndex
 from projections.task_info import STATUS_AFTER, TaskInfo, TaskStatus
 
 __all__ = ["AsyncTaskWorker", "TaskSpec"]
@@ -156,6 +156,9 @@ class AsyncTaskWorker(FuturesMixin):
             # Tasks queued in the log wait for any node: many may be
             # pending here, so they are kept packed.
             self._journal.infos.pack_pending = True
+            # The tail publishes this node's events too, with the context
+            # each had when recorded here.
+            self._journal.own_contexts = {}
         self.running = False
         self.counters = {"completed": 0, "failed": 0, "cancelled": 0}
 
@@ -742,20 +745,26 @@ class AsyncTaskWorker(FuturesMixin):
         if self.cluster is None:
             self._published(events)
 
-    def _published(self, events: list[TaskEvent]) -> None:
-        infos = self._journal.infos
-        for event in events:
-            self._publish_one(event, infos)
+    def _published(
+        self,
+        events: list[TaskEvent],
+        contexts: list[Context | None] | None = None,
+    ) -> None:
+        # ``contexts``: each event's task context (default: taken now).
+        if contexts is None:
+            context_of = self._journal.infos.context
+            contexts = [context_of(event.task_id) for event in events]
+        for event, context in zip(events, contexts, strict=True):
+            self._publish_one(event, context)
 
-    def _publish_one(self, event: TaskEvent, infos: TaskInfoIndex) -> None:
+    def _publish_one(self, event: TaskEvent, context: Context | None) -> None:
         publish = self._publish
         if publish is None:
             return
-        task_id = event.task_id
         try:
-            publish(group_in, message_in, event, infos.context(task_id))
+            publish(group_in, message_in, event, context)
         except Exception:  # noqa: BLE001 - a subscriber never breaks the log
-            self._publish_failed(task_id)
+            self._publish_failed(event.task_id)
 
     def _publish_at(self, position: int, task_id: str, infos: TaskInfoIndex) -> None:
         # An event the memory store appended in place: published by its
@@ -819,10 +828,16 @@ class AsyncTaskWorker(FuturesMixin):
         (the log keeps them); returns how many were dropped."""
         cutoff = dt.datetime.now(dt.UTC) - older_than
         infos = self._journal.infos
+        # A task whose last events are not yet in the log (or, in a cluster,
+        # not yet published by the tail) stays: its messages need it, and
+        # its id must not be free for reuse while they are in flight.
+        unsettled = self._journal.unsettled()
         stale = [
             task_id
             for task_id, info in infos.items()
-            if info.completed_at is not None and info.completed_at <= cutoff
+            if info.completed_at is not None
+            and info.completed_at <= cutoff
+            and task_id not in unsettled
         ]
         for task_id in stale:
             del infos[task_id]
