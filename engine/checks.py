@@ -3,6 +3,7 @@ that names the offending value (the usage family of engine.exceptions)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from typing import Any
 
@@ -13,7 +14,9 @@ from projections.task_info import TaskStatus
 
 __all__ = [
     "ADD_TASK_KEYWORDS",
+    "check_age",
     "check_arguments",
+    "check_group_id",
     "check_task_id",
     "check_timeout",
     "statuses",
@@ -88,11 +91,41 @@ def _encodable(text: str) -> bool:
 
 
 def statuses(status: Any) -> frozenset[TaskStatus]:
-    values = [status] if isinstance(status, str | TaskStatus) else list(status)
+    if isinstance(status, str | TaskStatus):
+        values = [status]
+    elif isinstance(status, list | tuple | set | frozenset):
+        values = list(status)
+    else:
+        raise UsageError(
+            f"The status must be a TaskStatus, its string or a list of them, "
+            f"not {status!r}."
+        )
     try:
         return frozenset(TaskStatus(value) for value in values)
-    except ValueError:
+    except (ValueError, TypeError):
         known = ", ".join(s.value for s in TaskStatus)
         raise UsageError(
             f"Unknown task status in {status!r}; use one of {known}."
+        ) from None
+
+
+def check_age(older_than: Any, name: str = "older_than") -> None:
+    """A task age filter must be a ``datetime.timedelta``."""
+    if not isinstance(older_than, dt.timedelta):
+        raise UsageError(
+            f"The {name} must be a datetime.timedelta, not {older_than!r}."
+        )
+
+
+def check_group_id(metadata: dict[str, Any]) -> None:
+    """Events are routed by ``metadata["group_id"]``: it must be hashable."""
+    group_id = metadata.get("group_id")
+    if group_id is None:
+        return
+    try:
+        hash(group_id)
+    except TypeError:
+        raise UsageError(
+            f"The metadata's group_id must be a string (or another hashable "
+            f"value), not {group_id!r}: the task's events are routed by it."
         ) from None

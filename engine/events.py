@@ -161,6 +161,17 @@ def encode_payload(value: Any, path: _Path = "value") -> Any:
     Raises:
         PayloadEncodingError: naming ``path`` when a part cannot be encoded.
     """
+    try:
+        return _encode(value, path)
+    except RecursionError:
+        raise PayloadEncodingError(
+            f"{path} is nested too deeply, or contains itself, to be written "
+            "to the event log; pass a shallower value, or use the memory store.",
+            path=path,
+        ) from None
+
+
+def _encode(value: Any, path: _Path) -> Any:
     kind = type(value)
     if value is None or kind is bool or kind is int:
         return value
@@ -169,7 +180,7 @@ def encode_payload(value: Any, path: _Path = "value") -> Any:
     if kind is float:
         return value if _plain_float(value) else _wrap("f", repr(value))
     if kind is list:
-        return [encode_payload(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [_encode(v, f"{path}[{i}]") for i, v in enumerate(value)]
     if kind is dict:
         return _encode_dict(value, path)
     return _encode_other(value, path)
@@ -192,6 +203,13 @@ def is_plain(value: Any) -> bool:
     :func:`_plain_float`), bools and None, with no key ``"$te"``.
     :func:`encode_payload` returns such a value unchanged, so this is its
     fast path (about five times cheaper: no copy, no path)."""
+    try:
+        return _is_plain(value)
+    except RecursionError:  # nested too deeply, or containing itself
+        return False
+
+
+def _is_plain(value: Any) -> bool:
     kind = type(value)
     if kind is str:
         return value.isascii() and "\x00" not in value
@@ -201,13 +219,13 @@ def is_plain(value: Any) -> bool:
         return _plain_float(value)
     if kind is dict:
         for key, item in value.items():
-            if type(key) is not str or not is_plain(key) or key == _TAG:
+            if type(key) is not str or not _is_plain(key) or key == _TAG:
                 return False
-            if not is_plain(item):
+            if not _is_plain(item):
                 return False
         return True
     if kind is list:
-        return all(map(is_plain, value))
+        return all(map(_is_plain, value))
     return False
 
 
@@ -256,9 +274,9 @@ def _wrap(tag: str, body: Any) -> dict[str, Any]:
 
 def _encode_dict(value: dict[Any, Any], path: _Path) -> Any:
     if all(type(k) is str and _plain_text(k) for k in value) and _TAG not in value:
-        return {k: encode_payload(v, f"{path}[{k!r}]") for k, v in value.items()}
+        return {k: _encode(v, f"{path}[{k!r}]") for k, v in value.items()}
     pairs = [
-        [encode_payload(k, f"{path} key"), encode_payload(v, f"{path}[{k!r}]")]
+        [_encode(k, f"{path} key"), _encode(v, f"{path}[{k!r}]")]
         for k, v in value.items()
     ]
     return _wrap("d", pairs)
@@ -266,7 +284,7 @@ def _encode_dict(value: dict[Any, Any], path: _Path) -> Any:
 
 def _encode_other(value: Any, path: _Path) -> Any:
     if isinstance(value, enum.Enum):
-        return _wrap("e", [_class_path(type(value)), encode_payload(value.value)])
+        return _wrap("e", [_class_path(type(value)), _encode(value.value, path)])
     if isinstance(value, dt.datetime):
         return _wrap("dt", value.isoformat())
     if isinstance(value, dt.date):
@@ -283,21 +301,21 @@ def _encode_other(value: Any, path: _Path) -> Any:
         tag = "b" if isinstance(value, bytes) else "ba"
         return _wrap(tag, base64.b64encode(value).decode("ascii"))
     if isinstance(value, tuple):
-        items = [encode_payload(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        items = [_encode(v, f"{path}[{i}]") for i, v in enumerate(value)]
         return _wrap("t", items)
     if isinstance(value, set | frozenset):
         tag = "set" if isinstance(value, set) else "fs"
-        return _wrap(tag, [encode_payload(v, f"{path} item") for v in value])
+        return _wrap(tag, [_encode(v, f"{path} item") for v in value])
     if isinstance(value, BaseModel):
-        body = encode_payload(value.model_dump(mode="python"), path)
+        body = _encode(value.model_dump(mode="python"), path)
         return _wrap("m", [_class_path(type(value)), body])
     for base in (int, float, str):
         if isinstance(value, base):
-            return encode_payload(base(value), path)
+            return _encode(base(value), path)
     if isinstance(value, Mapping):
         return _encode_dict(dict(value), path)
     if isinstance(value, list):
-        return encode_payload(list(value), path)
+        return _encode(list(value), path)
     raise PayloadEncodingError(
         f"{path} of type {type(value).__name__!r} cannot be written to the "
         "event log; pass JSON-compatible data (or datetime, UUID, Decimal, "

@@ -3,8 +3,8 @@ chatty task cannot flood the log.
 
 A value is written when it moved by at least ``min_delta`` and at least
 ``min_interval_s`` passed since the last write; 1.0 is always written. A value
-held back is written by a trailing timer, so the log ends on the last value a
-task reported.
+held back is written by a trailing timer, or before the task's end when it
+ends first, so the log ends on the last value a task reported.
 """
 
 from __future__ import annotations
@@ -108,6 +108,12 @@ class ProgressReporter:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def flush(self) -> None:
+        """Write a value held back by the throttle now: the task is ending,
+        and its last reported value goes to the log before its end."""
+        if self._held is not None and not self._closed:
+            self._write(self._held, time.monotonic())
 
     def close(self) -> None:
         """Stop writing: the task has ended."""

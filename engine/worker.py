@@ -19,7 +19,9 @@ from typing import Any
 
 from engine.checks import (
     ADD_TASK_KEYWORDS,
+    check_age,
     check_arguments,
+    check_group_id,
     check_task_id,
     check_timeout,
     statuses,
@@ -489,8 +491,12 @@ class AsyncTaskWorker(FuturesMixin):
         if type(priority) is not int or not -(2**63) <= priority < 2**63:
             _check_priority(priority)
         task_id = self._new_task_id(task_id)
-        if metadata is not None and not isinstance(metadata, dict):
-            raise UsageError(f"The metadata must be a dict or None, not {metadata!r}.")
+        if metadata is not None:
+            if not isinstance(metadata, dict):
+                raise UsageError(
+                    f"The metadata must be a dict or None, not {metadata!r}."
+                )
+            check_group_id(metadata)
         timeout_s = (
             self.task_timeout if timeout is None else check_timeout(timeout, "timeout")
         )
@@ -645,6 +651,8 @@ class AsyncTaskWorker(FuturesMixin):
                 waiter.cancel(reason)
 
     def _settle(self, run: TaskRun, type_: EventType, data: dict[str, Any]) -> None:
+        if run.reporter is not None:
+            run.reporter.flush()  # a value the throttle held back goes first
         run.finished = True
         self._journal.record(run.task_id, type_, data)
         if run.timer is not None:
@@ -712,6 +720,7 @@ class AsyncTaskWorker(FuturesMixin):
             wanted = statuses(status)
             infos = (info for info in infos if info.status in wanted)
         if older_than is not None:
+            check_age(older_than)
             cutoff = dt.datetime.now(dt.UTC) - older_than
             infos = (info for info in infos if info.created_at <= cutoff)
         ordered = sorted(infos, key=lambda info: info.created_at, reverse=True)
@@ -826,6 +835,7 @@ class AsyncTaskWorker(FuturesMixin):
     def forget_finished(self, older_than: dt.timedelta) -> int:
         """Drop finished tasks older than ``older_than`` from the projection
         (the log keeps them); returns how many were dropped."""
+        check_age(older_than)
         cutoff = dt.datetime.now(dt.UTC) - older_than
         infos = self._journal.infos
         # A task whose last events are not yet in the log (or, in a cluster,

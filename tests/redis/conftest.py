@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from redis_support import REDIS_URL
 
-REDIS_URL = os.environ.get("TASKENGINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 IN_CI = os.environ.get("CI") == "true"
 
 

@@ -8,6 +8,7 @@ import logging
 import pytest
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
+from redis_support import REDIS_URL
 
 from engine.cache import (
     AsyncCacheAdapter,
@@ -16,8 +17,6 @@ from engine.cache import (
     RedisCacheAdapter,
 )
 from engine.cache.redis import map_redis_error
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
 
 pytestmark = pytest.mark.redis
 
@@ -84,7 +83,7 @@ def test_the_adapter_rejects_a_client_that_decodes_responses():
 
 def test_the_adapter_rejects_both_a_client_and_a_url():
     with pytest.raises(ValueError, match="not both"):
-        RedisCacheAdapter(aioredis.Redis(), url="redis://127.0.0.1:6379/0")
+        RedisCacheAdapter(aioredis.Redis(), url=REDIS_URL)
 
 
 def test_the_adapter_rejects_an_unknown_serializer():

@@ -7,12 +7,12 @@ import json
 import sys
 
 import pytest
+from redis_support import REDIS_URL
 
 from engine.cache import AsyncCache, FlightRole, RedisCacheAdapter
 
 pytestmark = pytest.mark.redis
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 
 # Each child elects on the key "job"; a leader counts its computation in
 # Redis and waits for the test's "go" key before publishing its result. A
@@ -45,11 +45,27 @@ asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3] == "hang"))
 """
 
 
+_children: list[asyncio.subprocess.Process] = []
+
+
+@pytest.fixture(autouse=True)
+async def _no_child_left():
+    # A failed test must not leave a child waiting forever for its "go" key.
+    yield
+    while _children:
+        child = _children.pop()
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+
+
 async def spawn(prefix: str, mode: str = "normal") -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
+    child = await asyncio.create_subprocess_exec(
         sys.executable, "-c", CHILD, REDIS_URL, prefix, mode,
         stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
+    _children.append(child)
+    return child
 
 
 async def read_line(process: asyncio.subprocess.Process) -> str:

@@ -156,6 +156,32 @@ async def test_late_progress_after_task_ended_is_ignored(make_worker):
     assert worker.get_task_info(task_id).progress == 1.0
 
 
+@pytest.mark.parametrize("ending", ["fails", "is_cancelled"])
+async def test_a_value_held_back_is_written_before_the_task_ends(make_worker, ending):
+    worker = await make_worker()
+    reported = asyncio.Event()
+
+    async def reports_then_ends(progress_callback=None):
+        progress_callback(0.1)
+        progress_callback(0.5)  # held back by the throttle
+        reported.set()
+        if ending == "fails":
+            raise ValueError("boom")
+        await asyncio.Event().wait()
+
+    task_id = await worker.add_task(reports_then_ends)
+    await reported.wait()
+    if ending == "is_cancelled":
+        assert await worker.cancel_task(task_id)
+    with pytest.raises(BaseException):  # noqa: B017 - failed or cancelled
+        await worker.get_task_future(task_id)
+    history = await worker.history(task_id)
+
+    assert progress_values(history) == [0.1, 0.5]
+    assert history[-1].type in (EventType.FAILED, EventType.CANCELLED)
+    assert worker.get_task_info(task_id).progress == 0.5
+
+
 # ProgressReporter on its own
 
 

@@ -388,3 +388,63 @@ async def test_priority_beyond_64_bits_is_refused_before_anything_is_queued(
         await worker.add_task(answer, priority=2**70)
 
     assert worker.get_all_tasks() == []
+
+
+def _nested(depth: int) -> list:
+    outer: list = []
+    current = outer
+    for _ in range(depth):
+        current.append([])
+        current = current[0]
+    return outer
+
+
+def _containing_itself() -> list:
+    loop: list = []
+    loop.append(loop)
+    return loop
+
+
+@pytest.mark.parametrize("make_value", [lambda: _nested(1200), _containing_itself])
+async def test_sqlite_rejects_too_deep_or_self_containing_values_naming_them(
+    sqlite_url, make_value
+):
+    async with AsyncTaskWorker(store=sqlite_url) as worker:
+        with pytest.raises(PayloadEncodingError, match="Argument 0 .* too deeply"):
+            await worker.add_task(takes, make_value())
+        with pytest.raises(PayloadEncodingError, match="metadata .* too deeply"):
+            await worker.add_task(takes, metadata={"tree": make_value()})
+
+        async def returns_it():
+            return make_value()
+
+        task_id = await worker.add_task(returns_it)
+        with pytest.raises(Exception, match="too deeply"):
+            await worker.get_task_future(task_id)
+        assert worker.get_task_info(task_id).error_type == "PayloadEncodingError"
+        await assert_still_serving(worker)
+
+
+@pytest.mark.parametrize("group_id", [["batch", 7], {"a": 1}])
+async def test_an_unhashable_group_id_is_refused(make_worker, group_id):
+    worker = await make_worker()
+    with pytest.raises(UsageError, match="group_id must be a string"):
+        await worker.add_task(answer, metadata={"group_id": group_id})
+    await assert_still_serving(worker)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda w: w.get_all_tasks(status=3),
+        lambda w: w.get_all_tasks(status=[3]),
+        lambda w: w.get_all_tasks(older_than=5),
+        lambda w: w.forget_finished(5),
+        lambda w: w.forget_finished(None),
+    ],
+)
+async def test_bad_task_filters_get_a_usage_error(make_worker, call):
+    worker = await make_worker()
+    with pytest.raises(UsageError, match="status|timedelta"):
+        call(worker)
+    await assert_still_serving(worker)
