@@ -35,9 +35,9 @@ _UTC = dt.UTC
 logger = logging.getLogger(__name__)
 
 CommitHandler = Callable[[list[TaskEvent]], None]
-# An event appended alone in place: its position and task id, and the
-# projection it was folded into.
-AppendedHandler = Callable[[int, str, TaskInfoIndex], None]
+# An event appended alone in place: its position and task id, and the task's
+# field values it was folded into (TaskInfoIndex.fold_next).
+AppendedHandler = Callable[[int, str, dict[str, Any]], None]
 
 
 class Journal:
@@ -57,7 +57,7 @@ class Journal:
         self.infos = TaskInfoIndex()
         self._on_committed = on_committed
         self._on_appended: AppendedHandler = on_appended or (
-            lambda position, _task_id, _infos: on_committed(
+            lambda position, _task_id, _values: on_committed(
                 [store.event_at(position)]  # type: ignore[attr-defined]
             )
         )
@@ -98,7 +98,8 @@ class Journal:
         """Make the task's next event, fold it in, and queue its append."""
         infos = self.infos
         at = _now(_UTC)
-        version = infos.fold_next(task_id, type_, at, data)
+        values = infos.fold_next(task_id, type_, at, data)
+        version = values["version"]
         append_fields = self._append_fields
         if append_fields is not None and not self._pending:
             # The memory store: appended in place, committed at once.
@@ -110,12 +111,16 @@ class Journal:
                 )
                 return
             self.appended_events += 1
-            self._on_appended(position, task_id, infos)
+            self._on_appended(position, task_id, values)
             return
         self._pending.append(_build_event(None, task_id, version, type_, at, data))
         own = self.own_contexts
         if own is not None:
-            own[(task_id, version)] = infos.context(task_id)
+            own[(task_id, version)] = (
+                values["metadata"],
+                values["task_type"],
+                values["progress"],
+            )
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._kick)

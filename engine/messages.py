@@ -104,19 +104,24 @@ def message_in(event: TaskEvent, context: Context | None) -> dict[str, Any]:
 
 
 # An event the memory store holds is published by its position and its
-# task's context: the event is read back from the store only if the message
-# is rendered.
+# task's field values (see AsyncTaskWorker._publish_at): the event is read
+# back from the store only if the message is rendered.
 
 
-def group_at(store: MemoryEventStore, position: int, context: Context | None) -> str:
+def group_at(store: MemoryEventStore, position: int, values: dict[str, Any]) -> str:
     """:func:`group_in` of the event the memory store holds at ``position``
     (not read to answer)."""
-    task_id = store.task_id_at(position)
-    return _group(task_id, context[0] if context is not None else None)
+    return _group(store.task_id_at(position), values["metadata"])
 
 
 def message_at(
-    store: MemoryEventStore, position: int, context: Context | None
+    store: MemoryEventStore, position: int, values: dict[str, Any]
 ) -> dict[str, Any]:
     """:func:`message_in` of the event the memory store holds at ``position``."""
-    return message_in(store.event_at(position), context)
+    event = store.event_at(position)
+    return _message(
+        event,
+        values["task_type"],
+        values["progress"],
+        _group(event.task_id, values["metadata"]),
+    )

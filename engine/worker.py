@@ -43,7 +43,7 @@ from engine.queue import TaskQueue
 from engine.recovery import replay_and_resume
 from engine.registry import resolve_task
 from engine.store import EventStore, make_store
-from projections.index import Context, TaskInfoIndex
+from projections.index import Context
 from projections.task_info import STATUS_AFTER, TaskInfo, TaskStatus
 
 __all__ = ["AsyncTaskWorker", "TaskSpec"]
@@ -775,15 +775,19 @@ class AsyncTaskWorker(FuturesMixin):
         except Exception:  # noqa: BLE001 - a subscriber never breaks the log
             self._publish_failed(event.task_id)
 
-    def _publish_at(self, position: int, task_id: str, infos: TaskInfoIndex) -> None:
+    def _publish_at(self, position: int, task_id: str, values: dict[str, Any]) -> None:
         # An event the memory store appended in place: published by its
-        # position and its task's context now, the event read back from the
-        # store only if its message is rendered.
+        # position and the task's field values (the event is read back from
+        # the store only if its message is rendered). The values dict goes on
+        # changing with the task, but what a message takes from it does not:
+        # metadata and task type never change, and the progress is read only
+        # for a failed or cancelled event, after which a task of the memory
+        # store has no further event (nothing retries it in this process).
         publish = self._publish
         if publish is None:
             return
         try:
-            publish(group_at, message_at, self._store, position, infos.context(task_id))
+            publish(group_at, message_at, self._store, position, values)
         except Exception:  # noqa: BLE001 - a subscriber never breaks the log
             self._publish_failed(task_id)
 

@@ -215,10 +215,14 @@ class TaskInfoIndex:
         type_: EventType,
         at: dt.datetime,
         data: dict[str, Any],
-    ) -> int:
+    ) -> dict[str, Any]:
         """Fold the task's next event, made here from its parts, and return
-        the version it takes (1 for a new task): :meth:`fold` without a
+        the task's field values after it (``["version"]`` is the version
+        the event takes, 1 for a new task): :meth:`fold` without a
         ``TaskEvent``, for the journal that writes the event afterwards.
+        The dict is the index's own: read it, never change it. Later events
+        of the task change it in place (unless the task was packed since),
+        but its metadata and task type never change.
 
         Raises:
             ValueError: when the first event of a task is not ``queued``.
@@ -234,13 +238,13 @@ class TaskInfoIndex:
                     self._packed[task_id] = _pack(values)
                 else:
                     self._hot[task_id] = values
-                return 1
+                return values
             del self._packed[task_id]
             values = _unpacked_values(packed)
-        version = values["version"] = values["version"] + 1
+        values["version"] += 1
         FOLDS[type_](values, at, data)
         self._place(task_id, values)
-        return version
+        return values
 
     def _place(self, task_id: str, values: dict[str, Any]) -> None:
         # A task's values after a fold: hot, or packed when pending tasks are
