@@ -121,7 +121,7 @@ class LeaseKeeper:
         for task_id, node_id in rows:
             if task_id in self._cluster._held:
                 continue
-            if await self._requeue(task_id):
+            if await self._requeue(task_id, node_id):
                 lost[node_id] = lost.get(node_id, 0) + 1
         for node_id, count in lost.items():
             self._cluster.counters["recovered"] += count
@@ -135,10 +135,15 @@ class LeaseKeeper:
                 },
             )
 
-    async def _requeue(self, task_id: str) -> bool:
+    async def _requeue(self, task_id: str, lost_node_id: str) -> bool:
         events = await self._cluster._read(task_id)
         started = last_started(events)
         if started is None or events[-1].type not in RUNNING:
+            return False
+        holder = started.data.get("node_id")
+        if holder is not None and holder != lost_node_id:
+            # The rows were read before: the task was recovered since and
+            # runs elsewhere now (its lease names a live node).
             return False
         attempt = started.data.get("attempt", 1)
         if attempt >= self._cluster._worker.max_attempts:

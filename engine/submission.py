@@ -267,6 +267,10 @@ class SubmissionMixin:
         if rejection is not None:
             self._runs.pop(run.task_id, None)
             self._give_back_room(run)
+            if run.claimed and self.cluster is not None:
+                # Claimed at birth: the slot it took is free again.
+                run.claimed = False
+                self.cluster.release(run.task_id)
             info = self._journal.infos.get(run.task_id)
             if info is not None and info.version == 1:
                 # The task's only event never reached the log: forget it.

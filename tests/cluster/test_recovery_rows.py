@@ -1,0 +1,81 @@
+"""A recovery acts only on what its lease rows say: a task whose current
+run belongs to another node than the lost one named in the row (it was
+recovered since, and runs on a live node) is left alone."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from engine import AsyncTaskWorker, task
+
+pytestmark = pytest.mark.postgres
+
+ENTERED = asyncio.Event()
+RELEASE = asyncio.Event()
+
+
+@task("recovery_rows_held")
+async def held() -> str:
+    ENTERED.set()
+    await RELEASE.wait()
+    return "done"
+
+
+async def test_stale_lost_lease_rows_do_not_requeue_a_task_running_elsewhere(
+    postgres_url,
+):
+    async with (
+        AsyncTaskWorker(store=postgres_url, node_id="runner") as runner,
+        AsyncTaskWorker(store=postgres_url, node_id="recoverer") as recoverer,
+    ):
+        await recoverer.cluster.stop_claiming()
+        task_id = await runner.add_task("recovery_rows_held")
+        await ENTERED.wait()
+        before = await runner.history(task_id)
+
+        # Rows read earlier, when a node now lost held the task.
+        await recoverer.cluster._lease.recover([(task_id, "lost-node")])
+        after = await runner.history(task_id)
+        RELEASE.set()
+        result = await runner.get_task_future(task_id)
+        final = await runner.history(task_id)
+
+    assert [e.type.value for e in after] == [e.type.value for e in before]
+    assert result == "done"
+    assert [e.type.value for e in final] == ["queued", "started", "completed"]
+
+
+@task("recovery_rows_echo")
+async def echo(value: int) -> int:
+    return value
+
+
+async def test_a_refused_duplicate_id_gives_back_the_slot_it_was_claimed_into(
+    postgres_url,
+):
+    import datetime as dt
+
+    from engine.exceptions import DuplicateTaskIdError
+
+    async with AsyncTaskWorker(store=postgres_url, max_workers=2) as worker:
+        ids = [f"once-{n}" for n in range(2)]
+        for task_id in ids:
+            await worker.add_task("recovery_rows_echo", 1, task_id=task_id)
+            await worker.get_task_future(task_id)
+        # The tail publishes in log order: once a later task's end is out,
+        # so are these tasks' events, and they can be forgotten.
+        _, marks = worker.events.subscribe("mark")
+        await worker.add_task("recovery_rows_echo", 0, metadata={"group_id": "mark"})
+        while (await asyncio.wait_for(marks.get(), 10))["type"] != "completed":
+            pass
+        assert worker.forget_finished(dt.timedelta(0)) == 3
+        for task_id in ids:  # in the log, no longer in the projection
+            with pytest.raises(DuplicateTaskIdError):
+                await worker.add_task("recovery_rows_echo", 1, task_id=task_id)
+
+        fresh = await worker.add_task("recovery_rows_echo", 2)
+        result = await asyncio.wait_for(worker.get_task_future(fresh), 10)
+
+    assert result == 2
