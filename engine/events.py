@@ -209,7 +209,12 @@ def is_plain(value: Any) -> bool:
         return False
 
 
-def _is_plain(value: Any) -> bool:
+# Deeper values take the codec's path, which refuses what no store could
+# write (the stores' JSON writers, and the codec itself, have depth limits).
+_PLAIN_DEPTH = 200
+
+
+def _is_plain(value: Any, depth: int = 0) -> bool:
     kind = type(value)
     if kind is str:
         return value.isascii() and "\x00" not in value
@@ -217,15 +222,17 @@ def _is_plain(value: Any) -> bool:
         return True
     if kind is float:
         return _plain_float(value)
+    if depth >= _PLAIN_DEPTH:
+        return False
     if kind is dict:
         for key, item in value.items():
             if type(key) is not str or not _is_plain(key) or key == _TAG:
                 return False
-            if not _is_plain(item):
+            if not _is_plain(item, depth + 1):
                 return False
         return True
     if kind is list:
-        return all(map(_is_plain, value))
+        return all(_is_plain(item, depth + 1) for item in value)
     return False
 
 

@@ -222,16 +222,12 @@ class TaskExecutor:
         key, hit, value = await cache.lookup(*call, **keys)
         if hit:
             if not run.finished:
-                self._worker._finish_completed(
-                    run, value, from_cache=True, cache_key=key
-                )
+                self._classify_result(run, value, cache_key=key)
             return
         async with cache.single_flight(*call, **keys) as flight:
             if flight.hit:
                 if not run.finished:
-                    self._worker._finish_completed(
-                        run, flight.value, from_cache=True, cache_key=flight.key
-                    )
+                    self._classify_result(run, flight.value, cache_key=flight.key)
                 return
             await self._run_body(run)
             if run.completed:
@@ -281,18 +277,28 @@ class TaskExecutor:
         if not run.finished:
             self._journal.record(run.task_id, EventType.PROGRESS, {"progress": value})
 
-    def _classify_result(self, run: TaskRun, result: Any) -> None:
+    def _classify_result(
+        self, run: TaskRun, result: Any, *, cache_key: str | None = None
+    ) -> None:
+        # A result from the cache (``cache_key`` given) may have been stored
+        # by a worker on the memory store: it is checked the same way.
         if self._persistent:
             try:
                 encode_payload(result, "result")
             except PayloadEncodingError as exc:
+                source = "the cache holds" if cache_key else "the task returned"
                 message = (
-                    f"The task returned a value the event log cannot store: "
+                    f"The value {source} cannot be stored in the event log: "
                     f"{exc.message}"
                 )
                 self._worker._finish_failed(run, PayloadEncodingError(message))
                 return
-        self._worker._finish_completed(run, result)
+        if cache_key is None:
+            self._worker._finish_completed(run, result)
+        else:
+            self._worker._finish_completed(
+                run, result, from_cache=True, cache_key=cache_key
+            )
 
     def _timed_out(self, run: TaskRun) -> None:
         run.timer = None

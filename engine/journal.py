@@ -204,7 +204,7 @@ class Journal:
             self._log_unavailable(exc)
             self._flusher = asyncio.get_running_loop().create_task(self._drain())
             return
-        except StoreError:
+        except Exception:  # noqa: BLE001 - a refusal, or a payload it cannot write
             rest = batch[start:]
             self._isolate_in_place(rest)
         if commit is not None and not commit.done():
@@ -225,7 +225,7 @@ class Journal:
         for group in _by_task(batch):
             try:
                 self._committed(group, self._append_now(group))
-            except StoreError as exc:
+            except Exception as exc:  # noqa: BLE001 - one task's events only
                 self._reject(group, exc)
 
     async def _drain(self) -> None:
@@ -255,7 +255,7 @@ class Journal:
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, self._max_retry_delay_s)
                 continue
-            except StoreError:
+            except Exception:  # noqa: BLE001 - a refusal, or a payload it cannot write
                 if not await self._isolate(batch, after_outage):
                     self._requeue([], commit)  # a group waits for the store
                     continue
@@ -282,7 +282,7 @@ class Journal:
                     self._reject(group, exc)
                 else:
                     self._committed(group, positions)
-            except StoreError as exc:
+            except Exception as exc:  # noqa: BLE001 - one task's events only
                 self._reject(group, exc)
         return settled
 
@@ -306,7 +306,7 @@ class Journal:
             positions.append(twin.position)
         return positions
 
-    def _reject(self, group: list[TaskEvent], exc: StoreError) -> None:
+    def _reject(self, group: list[TaskEvent], exc: Exception) -> None:
         task_id = group[0].task_id
         self.rejected[task_id] = exc
         self._disown(group)

@@ -4,6 +4,7 @@ lost, duplicated or reported as rejected."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from engine import AsyncTaskWorker
 from engine.exceptions import (
     ConcurrencyConflictError,
+    PayloadEncodingError,
     StoreError,
     StoreUnavailableError,
 )
@@ -132,3 +134,41 @@ async def test_a_version_conflict_is_a_warning_and_other_refusals_errors(caplog)
         ]
 
     assert levels == [(logging.WARNING, False), (logging.ERROR, True)]
+
+
+class InPlaceRefusesOneTask(MemoryEventStore):
+    """Appends in place (as SQLite does) and fails, as a store's writer can
+    with a value it cannot write, on any batch holding task "bad"."""
+
+    append_fields = None  # type: ignore[assignment]
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    def append_now(self, events):
+        if any(event.task_id == "bad" for event in events):
+            raise self.error
+        return super().append_now(events)
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+@pytest.mark.parametrize(
+    "error",
+    [PayloadEncodingError("event data is nested too deeply"), RuntimeError("bug")],
+)
+async def test_a_writer_error_outside_the_store_family_costs_one_task(in_place, error):
+    store = InPlaceRefusesOneTask(error) if in_place else RefusesOneTask(error)
+    async with AsyncTaskWorker(store=store) as worker:
+        bad = asyncio.create_task(worker.add_task(answer, task_id="bad"))
+        good = asyncio.create_task(worker.add_task(answer, task_id="good"))
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(bad, good, return_exceptions=True), 10
+        )
+        later = await worker.add_task(answer)
+        assert await asyncio.wait_for(worker.get_task_future(later), 10) == 42
+        history = await worker.history("good")
+
+    assert type(outcomes[0]) is type(error)
+    assert outcomes[1] == "good"
+    assert [e.type.value for e in history] == ["queued", "started", "completed"]
