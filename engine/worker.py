@@ -268,12 +268,18 @@ class AsyncTaskWorker(SubmissionMixin, FuturesMixin):
         self._pool = []
         if self._housekeeping is not None:
             self._housekeeping.cancel()
+            await asyncio.wait([self._housekeeping])  # it holds the worker
+            self._housekeeping = None
         await self._journal.flush()
         if self.cluster is not None:
             await self.cluster.close()
         await self._stop_cache_cleanup()
         if self._owns_events and hasattr(self._events, "stop"):
             await self._events.stop()
+        elif hasattr(self._events, "render_deferred"):
+            # An event manager that outlives this worker must not keep the
+            # worker's log alive through its deferred recent events.
+            self._events.render_deferred()
         if self._owns_store:
             await self._store.close()
         logger.info(
@@ -475,8 +481,7 @@ class AsyncTaskWorker(SubmissionMixin, FuturesMixin):
             wanted = statuses(status)
             infos = (info for info in infos if info.status in wanted)
         if older_than is not None:
-            check_age(older_than)
-            cutoff = dt.datetime.now(dt.UTC) - older_than
+            cutoff = _cutoff(older_than)
             infos = (info for info in infos if info.created_at <= cutoff)
         ordered = sorted(infos, key=lambda info: info.created_at, reverse=True)
         if limit is not None:
@@ -594,8 +599,7 @@ class AsyncTaskWorker(SubmissionMixin, FuturesMixin):
     def forget_finished(self, older_than: dt.timedelta) -> int:
         """Drop finished tasks older than ``older_than`` from the projection
         (the log keeps them); returns how many were dropped."""
-        check_age(older_than)
-        cutoff = dt.datetime.now(dt.UTC) - older_than
+        cutoff = _cutoff(older_than)
         infos = self._journal.infos
         # A task whose last events are not yet in the log (or, in a cluster,
         # not yet published by the tail) stays: its messages need it, and
@@ -611,6 +615,16 @@ class AsyncTaskWorker(SubmissionMixin, FuturesMixin):
         for task_id in stale:
             del infos[task_id]
         return len(stale)
+
+
+def _cutoff(older_than: dt.timedelta) -> dt.datetime:
+    # The creation or end time a task must not pass to be older than
+    # ``older_than``; an age beyond the calendar's start matches nothing.
+    check_age(older_than)
+    try:
+        return dt.datetime.now(dt.UTC) - older_than
+    except OverflowError:
+        return dt.datetime.min.replace(tzinfo=dt.UTC)
 
 
 def _publish_plainly(

@@ -150,7 +150,7 @@ class _Endpoints:
         self,
         status: Annotated[str | None, Query()] = None,
         limit: Annotated[int | None, Query(ge=0)] = None,
-        older_than_minutes: Annotated[float | None, Query(ge=0)] = None,
+        older_than_minutes: Annotated[float | None, Query(ge=0, le=1e12)] = None,
     ) -> JSONResponse:
         older_than = (
             None

@@ -336,14 +336,20 @@ class EventManager:
         """
         predicate = _as_predicate(filter)
         self._expire(self._clock())
+        self.render_deferred()
+        events = (entry[1] for entry in self._recent)
+        if predicate is None:
+            return EventList(events)
+        return EventList(event for event in events if predicate(event))
+
+    def render_deferred(self) -> None:
+        """Build every retained event whose dict is still deferred: its
+        publisher is about to let go of what the dicts are built from (a
+        worker stopping calls this on an event manager it does not own)."""
         recent = self._recent
         for index, entry in enumerate(recent):
             if len(entry) == 3 and entry[2] is not _UNIQUE:  # still deferred
                 recent[index] = _built(entry)
-        events = (entry[1] for entry in recent)
-        if predicate is None:
-            return EventList(events)
-        return EventList(event for event in events if predicate(event))
 
     def is_processed(self, event_id: str) -> bool:
         """Return True if ``event_id`` was published within ``result_ttl``.

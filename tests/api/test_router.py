@@ -183,6 +183,8 @@ async def test_list_tasks_newest_first_with_filters(client, worker):
         await client.get("/tasks", params={"status": "completed,pending,running"})
     ).json()
     old = (await client.get("/tasks", params={"older_than_minutes": 60})).json()
+    ancient = await client.get("/tasks", params={"older_than_minutes": 1e12})
+    endless = await client.get("/tasks", params={"older_than_minutes": "inf"})
 
     assert [t["id"] for t in everything["tasks"]] == [slow["id"], *reversed(ids)]
     assert everything["count"] == 4
@@ -190,6 +192,8 @@ async def test_list_tasks_newest_first_with_filters(client, worker):
     assert {t["id"] for t in done["tasks"]} == set(ids)
     assert several["count"] == 4
     assert old == {"tasks": [], "count": 0}
+    assert ancient.json() == {"tasks": [], "count": 0}
+    assert endless.status_code == 422
 
 
 async def test_list_tasks_with_unknown_status_is_422_with_a_sentence(client):

@@ -425,10 +425,15 @@ async def test_sqlite_rejects_too_deep_or_self_containing_values_naming_them(
         await assert_still_serving(worker)
 
 
-@pytest.mark.parametrize("group_id", [["batch", 7], {"a": 1}])
-async def test_an_unhashable_group_id_is_refused(make_worker, group_id):
+class HashableList(list):
+    def __hash__(self):
+        return 1
+
+
+@pytest.mark.parametrize("group_id", [["batch", 7], {"a": 1}, HashableList([1])])
+async def test_a_group_id_that_is_not_a_string_or_int_is_refused(make_worker, group_id):
     worker = await make_worker()
-    with pytest.raises(UsageError, match="group_id must be a string"):
+    with pytest.raises(UsageError, match="group_id must be a string or an int"):
         await worker.add_task(answer, metadata={"group_id": group_id})
     await assert_still_serving(worker)
 
@@ -448,3 +453,14 @@ async def test_bad_task_filters_get_a_usage_error(make_worker, call):
     with pytest.raises(UsageError, match="status|timedelta"):
         call(worker)
     await assert_still_serving(worker)
+
+
+async def test_an_age_beyond_the_calendar_matches_nothing(make_worker):
+    import datetime as dt
+
+    worker = await make_worker()
+    assert await worker.get_task_future(await worker.add_task(answer)) == 42
+
+    assert worker.get_all_tasks(older_than=dt.timedelta.max) == []
+    assert worker.forget_finished(dt.timedelta.max) == 0
+    assert len(worker.get_all_tasks()) == 1

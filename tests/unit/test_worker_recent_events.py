@@ -60,3 +60,25 @@ async def test_recent_events_keep_the_group_type_and_progress_they_were_publishe
     assert late[-1][3] == 0.5  # the progress the task had when it failed
     if early is not None:
         assert early == late
+
+
+async def test_a_shared_event_manager_keeps_no_stopped_worker_log_alive():
+    import gc
+    import weakref
+
+    from engine import EventManager
+    from engine.store.memory import MemoryEventStore
+
+    manager = EventManager()
+    store = MemoryEventStore()
+    async with AsyncTaskWorker(store=store, event_manager=manager) as worker:
+        task_id = await worker.add_task("recent_noop", metadata={"group_id": "G"})
+        await worker.get_task_future(task_id)
+    gone = weakref.ref(store)
+    del store, worker
+    gc.collect()
+
+    assert gone() is None
+    recent = manager.get_recent_events()
+    assert [e["type"] for e in recent] == ["queued", "started", "completed"]
+    assert {e["group_id"] for e in recent} == {"G"}
