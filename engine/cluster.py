@@ -216,6 +216,11 @@ class Cluster:
     def _record_cancel(self, task_id: str) -> None:
         run = self._worker._runs.get(task_id)
         if run is not None and not run.finished and (run.claimed or not run.taken):
+            # The futures wait for the log's word: a cancel that loses a race
+            # (the task ended on another node first) must not cancel them.
+            for waiter in waiting(run):
+                self.watch(task_id, waiter)
+            run.waiters = None
             runner = run.runner
             self._worker._finish_cancelled(run, "cancelled")
             if runner is not None:

@@ -1,6 +1,6 @@
-"""A recovery acts only on what its lease rows say: a task whose current
-run belongs to another node than the lost one named in the row (it was
-recovered since, and runs on a live node) is left alone."""
+"""Races between nodes found by QA: a recovery from lease rows read
+earlier, a refused duplicate id after a claim at birth, and a cancel that
+loses to the task's end on another node."""
 
 from __future__ import annotations
 
@@ -79,3 +79,43 @@ async def test_a_refused_duplicate_id_gives_back_the_slot_it_was_claimed_into(
         result = await asyncio.wait_for(worker.get_task_future(fresh), 10)
 
     assert result == 2
+
+
+ENTERED_GATE = asyncio.Event()
+OPEN_GATE = asyncio.Event()
+
+
+@task("recovery_rows_gated")
+async def gated() -> str:
+    ENTERED_GATE.set()
+    await OPEN_GATE.wait()
+    return "result"
+
+
+async def test_a_cancel_that_loses_the_race_leaves_the_futures_to_the_log(
+    postgres_url,
+):
+    async with (
+        AsyncTaskWorker(store=postgres_url, node_id="producer") as producer,
+        AsyncTaskWorker(store=postgres_url, node_id="runner") as runner,
+    ):
+        await producer.cluster.stop_claiming()
+        task_id = await producer.add_task("recovery_rows_gated")
+        future = producer.get_task_future(task_id)
+        await ENTERED_GATE.wait()
+        held, deliver = [], producer.cluster._deliver
+        producer.cluster._deliver = held.append  # the producer's view lags
+        OPEN_GATE.set()
+        assert await runner.get_task_future(task_id) == "result"
+        await runner.history(task_id)  # the end is in the log
+
+        cancelled = await producer.cancel_task(task_id)
+        producer.cluster._deliver = deliver
+        for batch in held:
+            deliver(batch)
+        result = await asyncio.wait_for(future, 10)
+        history = await producer.history(task_id)
+
+    assert cancelled is False
+    assert result == "result"
+    assert [e.type.value for e in history] == ["queued", "started", "completed"]
