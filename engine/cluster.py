@@ -387,7 +387,10 @@ class Cluster:
             except ValueError:
                 # Our fold of this task was voided by a conflict: refold it.
                 self._spawn(self._refold(event.task_id))
-            contexts.append(context_of(event.task_id))
+            context = context_of(event.task_id)
+            if context is None and self._journal.voided:
+                context = self._journal.voided.get(event.task_id)
+            contexts.append(context)
         self._worker._published(batch, contexts)
         for event in fresh:
             self._react(event)
@@ -483,6 +486,7 @@ class Cluster:
         log says another node decided its fate."""
         events = await self._read(task_id)
         if not events:
+            self._journal.voided.pop(task_id, None)
             return None
         info: TaskInfo | None = None
         for event in events:
@@ -491,6 +495,7 @@ class Cluster:
         current = self._journal.infos.get(task_id)
         if current is None or current.version <= info.version:
             self._journal.infos[task_id] = info
+        self._journal.voided.pop(task_id, None)
         run = self._worker._runs.get(task_id)
         if run is not None and run.claimed and not still_ours(events, self.node_id):
             self._lose_claim(task_id)

@@ -119,3 +119,53 @@ async def test_a_cancel_that_loses_the_race_leaves_the_futures_to_the_log(
     assert cancelled is False
     assert result == "result"
     assert [e.type.value for e in history] == ["queued", "started", "completed"]
+
+
+GATE_C = asyncio.Event()
+
+
+@task("recovery_rows_gate_c")
+async def gate_c() -> str:
+    await GATE_C.wait()
+    return "done"
+
+
+async def test_events_arriving_while_a_conflicted_task_is_refolded_keep_its_group(
+    postgres_url,
+):
+    from engine import EventManager
+
+    manager = EventManager()
+    async with (
+        AsyncTaskWorker(store=postgres_url, node_id="runs") as runs,
+        AsyncTaskWorker(
+            store=postgres_url, node_id="watches", event_manager=manager
+        ) as watches,
+    ):
+        await watches.cluster.stop_claiming()
+        _, group = manager.subscribe("G")
+        task_id = await runs.add_task(
+            "recovery_rows_gate_c", metadata={"group_id": "G"}
+        )
+        while (await asyncio.wait_for(group.get(), 10))["type"] != "started":
+            pass
+        held, deliver = [], watches.cluster._deliver
+        watches.cluster._deliver = held.append  # the watcher's view lags
+        GATE_C.set()
+        assert await runs.get_task_future(task_id) == "done"
+        await runs.history(task_id)
+        on_rejected = watches._journal.on_rejected
+
+        def catch_up(rejected_id, exc):
+            on_rejected(rejected_id, exc)  # the refold starts: the task is out
+            watches.cluster._deliver = deliver
+            for batch in held:
+                deliver(batch)
+
+        watches._journal.on_rejected = catch_up
+        assert await watches.cancel_task(task_id) is False
+        seen = await asyncio.wait_for(group.get(), 10)
+
+    assert seen["type"] == "completed"
+    assert seen["group_id"] == "G"
+    assert seen["task_type"] == "recovery_rows_gate_c"
