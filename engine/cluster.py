@@ -493,9 +493,11 @@ class Cluster:
             info = apply(info, event)
         assert info is not None
         current = self._journal.infos.get(task_id)
-        if current is None or current.version <= info.version:
+        voided = self._journal.voided.pop(task_id, None) is not None
+        if current is None and info.finished and not voided:
+            pass  # forgotten here (or never known): a refold does not revive it
+        elif current is None or current.version <= info.version:
             self._journal.infos[task_id] = info
-        self._journal.voided.pop(task_id, None)
         run = self._worker._runs.get(task_id)
         if run is not None and run.claimed and not still_ours(events, self.node_id):
             self._lose_claim(task_id)

@@ -169,3 +169,19 @@ async def test_events_arriving_while_a_conflicted_task_is_refolded_keep_its_grou
     assert seen["type"] == "completed"
     assert seen["group_id"] == "G"
     assert seen["task_type"] == "recovery_rows_gate_c"
+
+
+async def test_cancelling_a_forgotten_task_does_not_bring_it_back(postgres_url):
+    import datetime as dt
+
+    async with AsyncTaskWorker(store=postgres_url) as worker:
+        _, marks = worker.events.subscribe("mark")
+        task_id = await worker.add_task(
+            "recovery_rows_echo", 1, metadata={"group_id": "mark"}
+        )
+        while (await asyncio.wait_for(marks.get(), 10))["type"] != "completed":
+            pass
+        assert worker.forget_finished(dt.timedelta(0)) == 1
+
+        assert await worker.cancel_task(task_id) is False
+        assert worker.get_task_info(task_id) is None
