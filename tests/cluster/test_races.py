@@ -5,6 +5,8 @@ loses to the task's end on another node."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from typing import Any
 
 import pytest
 
@@ -12,33 +14,46 @@ from engine import AsyncTaskWorker, task
 
 pytestmark = pytest.mark.postgres
 
-ENTERED = asyncio.Event()
-RELEASE = asyncio.Event()
+GATES: dict[str, tuple[asyncio.Event, asyncio.Event]] = {}
 
 
-@task("recovery_rows_held")
-async def held() -> str:
-    ENTERED.set()
-    await RELEASE.wait()
+def gate(key: str) -> tuple[asyncio.Event, asyncio.Event]:
+    """``(entered, release)`` of the gated task run with ``key``."""
+    return GATES.setdefault(key, (asyncio.Event(), asyncio.Event()))
+
+
+@task("races_gated")
+async def gated(key: str) -> str:
+    entered, release = gate(key)
+    entered.set()
+    await release.wait()
     return "done"
+
+
+@contextlib.asynccontextmanager
+async def runner_and_idle(url: str, **idle_options: Any):
+    """Two nodes on ``url``: one that claims, one that only watches."""
+    async with (
+        AsyncTaskWorker(store=url, node_id="runner") as runner,
+        AsyncTaskWorker(store=url, node_id="idle", **idle_options) as idle,
+    ):
+        await idle.cluster.stop_claiming()
+        yield runner, idle
 
 
 async def test_stale_lost_lease_rows_do_not_requeue_a_task_running_elsewhere(
     postgres_url,
 ):
-    async with (
-        AsyncTaskWorker(store=postgres_url, node_id="runner") as runner,
-        AsyncTaskWorker(store=postgres_url, node_id="recoverer") as recoverer,
-    ):
-        await recoverer.cluster.stop_claiming()
-        task_id = await runner.add_task("recovery_rows_held")
-        await ENTERED.wait()
+    async with runner_and_idle(postgres_url) as (runner, recoverer):
+        entered, release = gate("rows")
+        task_id = await runner.add_task("races_gated", "rows")
+        await entered.wait()
         before = await runner.history(task_id)
 
         # Rows read earlier, when a node now lost held the task.
         await recoverer.cluster._lease.recover([(task_id, "lost-node")])
         after = await runner.history(task_id)
-        RELEASE.set()
+        release.set()
         result = await runner.get_task_future(task_id)
         final = await runner.history(task_id)
 
@@ -47,7 +62,7 @@ async def test_stale_lost_lease_rows_do_not_requeue_a_task_running_elsewhere(
     assert [e.type.value for e in final] == ["queued", "started", "completed"]
 
 
-@task("recovery_rows_echo")
+@task("races_echo")
 async def echo(value: int) -> int:
     return value
 
@@ -62,51 +77,37 @@ async def test_a_refused_duplicate_id_gives_back_the_slot_it_was_claimed_into(
     async with AsyncTaskWorker(store=postgres_url, max_workers=2) as worker:
         ids = [f"once-{n}" for n in range(2)]
         for task_id in ids:
-            await worker.add_task("recovery_rows_echo", 1, task_id=task_id)
+            await worker.add_task("races_echo", 1, task_id=task_id)
             await worker.get_task_future(task_id)
         # The tail publishes in log order: once a later task's end is out,
         # so are these tasks' events, and they can be forgotten.
         _, marks = worker.events.subscribe("mark")
-        await worker.add_task("recovery_rows_echo", 0, metadata={"group_id": "mark"})
+        await worker.add_task("races_echo", 0, metadata={"group_id": "mark"})
         while (await asyncio.wait_for(marks.get(), 10))["type"] != "completed":
             pass
         assert worker.forget_finished(dt.timedelta(0)) == 3
         for task_id in ids:  # in the log, no longer in the projection
             with pytest.raises(DuplicateTaskIdError):
-                await worker.add_task("recovery_rows_echo", 1, task_id=task_id)
+                await worker.add_task("races_echo", 1, task_id=task_id)
 
-        fresh = await worker.add_task("recovery_rows_echo", 2)
+        fresh = await worker.add_task("races_echo", 2)
         result = await asyncio.wait_for(worker.get_task_future(fresh), 10)
 
     assert result == 2
 
 
-ENTERED_GATE = asyncio.Event()
-OPEN_GATE = asyncio.Event()
-
-
-@task("recovery_rows_gated")
-async def gated() -> str:
-    ENTERED_GATE.set()
-    await OPEN_GATE.wait()
-    return "result"
-
-
 async def test_a_cancel_that_loses_the_race_leaves_the_futures_to_the_log(
     postgres_url,
 ):
-    async with (
-        AsyncTaskWorker(store=postgres_url, node_id="producer") as producer,
-        AsyncTaskWorker(store=postgres_url, node_id="runner") as runner,
-    ):
-        await producer.cluster.stop_claiming()
-        task_id = await producer.add_task("recovery_rows_gated")
+    async with runner_and_idle(postgres_url) as (runner, producer):
+        entered, release = gate("cancel")
+        task_id = await producer.add_task("races_gated", "cancel")
         future = producer.get_task_future(task_id)
-        await ENTERED_GATE.wait()
+        await entered.wait()
         held, deliver = [], producer.cluster._deliver
         producer.cluster._deliver = held.append  # the producer's view lags
-        OPEN_GATE.set()
-        assert await runner.get_task_future(task_id) == "result"
+        release.set()
+        assert await runner.get_task_future(task_id) == "done"
         await runner.history(task_id)  # the end is in the log
 
         cancelled = await producer.cancel_task(task_id)
@@ -117,17 +118,8 @@ async def test_a_cancel_that_loses_the_race_leaves_the_futures_to_the_log(
         history = await producer.history(task_id)
 
     assert cancelled is False
-    assert result == "result"
+    assert result == "done"
     assert [e.type.value for e in history] == ["queued", "started", "completed"]
-
-
-GATE_C = asyncio.Event()
-
-
-@task("recovery_rows_gate_c")
-async def gate_c() -> str:
-    await GATE_C.wait()
-    return "done"
 
 
 async def test_events_arriving_while_a_conflicted_task_is_refolded_keep_its_group(
@@ -136,22 +128,20 @@ async def test_events_arriving_while_a_conflicted_task_is_refolded_keep_its_grou
     from engine import EventManager
 
     manager = EventManager()
-    async with (
-        AsyncTaskWorker(store=postgres_url, node_id="runs") as runs,
-        AsyncTaskWorker(
-            store=postgres_url, node_id="watches", event_manager=manager
-        ) as watches,
+    async with runner_and_idle(postgres_url, event_manager=manager) as (
+        runs,
+        watches,
     ):
-        await watches.cluster.stop_claiming()
         _, group = manager.subscribe("G")
+        _, release = gate("voided")
         task_id = await runs.add_task(
-            "recovery_rows_gate_c", metadata={"group_id": "G"}
+            "races_gated", "voided", metadata={"group_id": "G"}
         )
         while (await asyncio.wait_for(group.get(), 10))["type"] != "started":
             pass
         held, deliver = [], watches.cluster._deliver
         watches.cluster._deliver = held.append  # the watcher's view lags
-        GATE_C.set()
+        release.set()
         assert await runs.get_task_future(task_id) == "done"
         await runs.history(task_id)
         on_rejected = watches._journal.on_rejected
@@ -168,7 +158,7 @@ async def test_events_arriving_while_a_conflicted_task_is_refolded_keep_its_grou
 
     assert seen["type"] == "completed"
     assert seen["group_id"] == "G"
-    assert seen["task_type"] == "recovery_rows_gate_c"
+    assert seen["task_type"] == "races_gated"
 
 
 async def test_cancelling_a_forgotten_task_does_not_bring_it_back(postgres_url):
@@ -176,9 +166,7 @@ async def test_cancelling_a_forgotten_task_does_not_bring_it_back(postgres_url):
 
     async with AsyncTaskWorker(store=postgres_url) as worker:
         _, marks = worker.events.subscribe("mark")
-        task_id = await worker.add_task(
-            "recovery_rows_echo", 1, metadata={"group_id": "mark"}
-        )
+        task_id = await worker.add_task("races_echo", 1, metadata={"group_id": "mark"})
         while (await asyncio.wait_for(marks.get(), 10))["type"] != "completed":
             pass
         assert worker.forget_finished(dt.timedelta(0)) == 1
