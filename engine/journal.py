@@ -80,9 +80,9 @@ class Journal:
         #: tail publishes it. A message says what was true when the event
         #: happened, and unsettled() knows the task is still in flight.
         self.own_contexts: dict[tuple[str, int], Context | None] | None = None
-        #: Task id -> its context when a conflict voided our fold of it,
-        #: until the task is folded again from the log: messages of other
-        #: writers' events meanwhile still name its group and type.
+        #: In a cluster: task id -> its context when a conflict voided our
+        #: fold of it, until the task is folded again from the log: messages
+        #: of other writers' events meanwhile still name its group and type.
         self.voided: dict[str, Context] = {}
         self._commit: asyncio.Future[None] | None = None
         self._scheduled = False
@@ -319,9 +319,10 @@ class Journal:
             # and so is every later event of the task still waiting here (it
             # was numbered after the void ones). The worker refolds the task
             # from the log.
-            context = self.infos.context(task_id)
-            if context is not None:
-                self.voided[task_id] = context
+            if self.own_contexts is not None:  # a cluster refolds the task
+                context = self.infos.context(task_id)
+                if context is not None:
+                    self.voided[task_id] = context
             self.infos.pop(task_id, None)
             if self._pending:
                 self._disown([e for e in self._pending if e.task_id == task_id])

@@ -37,14 +37,11 @@ from engine.registry import resolve_task
 from engine.store import EventStore, make_store
 from engine.submission import SubmissionMixin, TaskSpec
 from projections.index import Context
-from projections.task_info import STATUS_AFTER, TaskInfo, TaskStatus
+from projections.task_info import TaskInfo, TaskStatus
 
 __all__ = ["AsyncTaskWorker", "TaskSpec"]
 
 logger = logging.getLogger(__name__)
-
-_STATUS_OF = STATUS_AFTER
-_TYPE_NAME = {type_: str(type_.value) for type_ in EventType}
 
 
 class AsyncTaskWorker(SubmissionMixin, FuturesMixin):
